@@ -1,0 +1,35 @@
+# Fresh clone: `make demo` starts API + UI, `make test` runs the checks. Both set themselves up.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+export TMPDIR := $(CURDIR)/.tmp
+export TORCHINDUCTOR_CACHE_DIR := $(CURDIR)/.cache/inductor
+
+.PHONY: setup test lint bench demo clean
+
+setup: $(STAMP)
+
+# Re-installs only when a requirements file or pyproject.toml changed.
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+	@mkdir -p $(TMPDIR)
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements-dev.txt
+	$(PY) -m pip install -q --no-deps -e .
+	@touch $(STAMP)
+
+lint: setup
+	$(VENV)/bin/ruff check .
+
+test: setup lint
+	$(PY) -m pytest
+
+bench: setup
+	$(PY) benchmarks/run_all.py
+
+demo: setup
+	$(PY) -m streamlit_app.demo
+
+clean:
+	rm -rf $(VENV) .cache .tmp .pytest_cache .ruff_cache

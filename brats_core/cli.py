@@ -1,0 +1,49 @@
+"""The ``brats`` command. Each subcommand lives in the module that owns it and is imported lazily."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+from brats_core.errors import BratsError
+
+#: subcommand -> ("module:function", help). Each function takes the remaining argv list.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "synth": ("brats_core.synth:main", "write synthetic BraTS-like cases"),
+    "split": ("brats_core.split:main", "write a patient-level train/val/test (+ k-fold) split"),
+    "cache": ("brats_core.cache:main", "preprocess cases into the on-disk slice cache"),
+    "evaluate": ("brats_core.evaluation:main", "score predicted label maps against references"),
+    "train": ("brats_core.train_cli:main", "train a model: naive | ml | unet | sspp"),
+    "predict": ("brats_core.predict:main", "predict label maps with a trained model"),
+    "compare": ("brats_core.compare:main", "train/load every model and write the comparison table"),
+    "serve": ("sspp_unet_api.app.main:main", "start the FastAPI service"),
+}
+
+
+def _usage() -> str:
+    lines = ["usage: brats <command> [options]", "", "commands:"]
+    lines += [f"  {name:<10} {help_}" for name, (_, help_) in COMMANDS.items()]
+    lines.append("\nRun `brats <command> --help` for the options of one command.")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in {"-h", "--help"}:
+        print(_usage())
+        return 0 if argv else 2
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"brats: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    module_name, func_name = COMMANDS[name][0].split(":")
+    func = getattr(importlib.import_module(module_name), func_name)
+    try:
+        return int(func(rest) or 0)
+    except BratsError as exc:
+        print(f"brats {name}: error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
