@@ -1,0 +1,83 @@
+"""``brats predict``: write ``<case_id>.nii.gz`` label maps (uint8 0/1/2/4, input shape and affine) with a model.
+
+Inputs may be case folders, folders of cases or zips. Under ``torchrun`` (``WORLD_SIZE`` > 1) each process
+predicts cases ``RANK, RANK + WORLD_SIZE, ...`` of the sorted list, without a process group.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from pathlib import Path
+
+from tqdm import tqdm
+
+from brats_core.cases import CaseFiles, find_cases, load_case
+from brats_core.errors import BratsError
+from brats_core.evaluation import check_prediction, save_labels
+from brats_core.segmenters import REGISTRY, load_segmenter
+
+
+def shard() -> tuple[int, int]:
+    """``(rank, world_size)`` from the ``RANK``/``WORLD_SIZE`` environment set by torchrun; ``(0, 1)`` if unset."""
+    try:
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        rank = int(os.environ.get("RANK", "0"))
+    except ValueError as exc:
+        raise BratsError(f"RANK/WORLD_SIZE environment variables must be integers ({exc})") from None
+    if world < 1 or not 0 <= rank < world:
+        raise BratsError(f"invalid RANK={rank} for WORLD_SIZE={world}")
+    return rank, world
+
+
+def _device(requested: str | None, world: int) -> str | None:
+    """Under torchrun with CUDA, each process uses the GPU of its ``LOCAL_RANK``."""
+    if world > 1 and requested in (None, "cuda"):
+        import torch
+
+        if torch.cuda.is_available():
+            return f"cuda:{int(os.environ.get('LOCAL_RANK', '0')) % torch.cuda.device_count()}"
+    return requested
+
+
+def collect_cases(inputs: list[Path]) -> list[CaseFiles]:
+    """All cases of ``inputs`` sorted by id; the same id found twice is an error (the outputs would clash)."""
+    cases: dict[str, CaseFiles] = {}
+    for path in inputs:
+        for files in find_cases(path):
+            if files.case_id in cases:
+                raise BratsError(f"{path}: case id '{files.case_id}' was already found in another input")
+            cases[files.case_id] = files
+    return [cases[case_id] for case_id in sorted(cases)]
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="brats predict", description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True, help=f"model name: {', '.join(REGISTRY)}")
+    parser.add_argument("--out", required=True, type=Path, help="output folder for <case_id>.nii.gz")
+    parser.add_argument("--checkpoint", type=Path, help="model artifact (default: the shipped one)")
+    parser.add_argument("--device", choices=("cpu", "cuda"), help="default: the model's choice")
+    parser.add_argument("--tta", action="store_true", help="test-time augmentation (models that support it)")
+    parser.add_argument("inputs", nargs="+", type=Path, help="case folder, folder of cases or .zip")
+    args = parser.parse_args(argv)
+
+    rank, world = shard()
+    cases = collect_cases(args.inputs)
+    mine = cases[rank::world]
+    options = {"tta": True} if args.tta else {}
+    segmenter = load_segmenter(args.model, artifact=args.checkpoint, device=_device(args.device, world), **options)
+    where = f" (rank {rank}/{world})" if world > 1 else ""
+    start = time.perf_counter()
+    for files in tqdm(mine, desc=f"predict {args.model}{where}", unit="case", disable=not mine):
+        case = load_case(files, with_seg=False)
+        labels = check_prediction(
+            segmenter.predict(case), case.shape, f"model {args.model!r} prediction for case '{case.case_id}'"
+        )
+        save_labels(labels, case.affine, args.out / f"{case.case_id}.nii.gz")
+    seconds = time.perf_counter() - start
+    per_case = f", {seconds / len(mine):.2f} s per case" if mine else ""
+    print(
+        f"{args.model}{where}: wrote {len(mine)} of {len(cases)} case(s) to {args.out} in {seconds:.1f} s{per_case}"
+    )
+    return 0

@@ -1,0 +1,158 @@
+"""Patient-level train/val/test split plus a k-fold partition, saved as JSON and shared by every model.
+
+One case id is one patient, so splitting case ids keeps every patient in exactly one subset. The split is a
+deterministic function of the sorted case ids and the seed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+
+from brats_core.errors import BratsError
+
+SUBSETS: tuple[str, ...] = ("train", "val", "test")
+
+
+def _held_out_sizes(n: int, n_val: int, n_test: int) -> tuple[int, int]:
+    """Validation and test sizes for ``n`` cases: as requested while at most half the cases (and at least two)
+    are held out; otherwise scaled down proportionally, keeping at least one case in each requested subset."""
+    if n_val < 0 or n_test < 0:
+        raise BratsError(f"split sizes must not be negative (val={n_val}, test={n_test})")
+    held = n_val + n_test
+    cap = max(n // 2, 2)
+    if held <= cap and n - held >= 1:
+        return n_val, n_test
+    val = min(n_val, max(1, round(cap * n_val / held))) if n_val else 0
+    if n_test:
+        val = min(val, cap - 1)
+    test = min(n_test, cap - val) if n_test else 0
+    if n - val - test < 1 or (n_val and not val) or (n_test and not test):
+        raise BratsError(f"{n} case(s) are too few for a split with val={n_val} and test={n_test}")
+    return val, test
+
+
+def make_split(
+    case_ids: list[str], seed: int = 0, n_val: int = 3, n_test: int = 5, folds: int = 5
+) -> dict:
+    """Split ``case_ids`` into sorted train/val/test lists and a patient-level ``folds``-fold partition.
+
+    For few cases the held-out sizes are scaled down (see :func:`_held_out_sizes`) and ``folds`` is capped
+    at the number of cases; the ``note`` of the result says so.
+    """
+    ids = sorted(case_ids)
+    if len(set(ids)) != len(ids):
+        duplicates = sorted({i for i in ids if ids.count(i) > 1})
+        raise BratsError(f"duplicate case ids {duplicates}: each case id must be one patient")
+    if folds < 2:
+        raise BratsError(f"folds must be at least 2, got {folds}")
+    n = len(ids)
+    val_size, test_size = _held_out_sizes(n, n_val, n_test)
+    n_folds = min(folds, n)
+    rng = np.random.default_rng(seed)
+    order = [ids[i] for i in rng.permutation(n)]
+    test, val, train = order[:test_size], order[test_size:test_size + val_size], order[test_size + val_size:]
+    fold_order = [ids[i] for i in rng.permutation(n)]
+    note = (
+        f"Patient-level split (one case id = one patient) of {n} cases, seed {seed}; folds partition all "
+        f"cases for cross-validation."
+    )
+    if (val_size, test_size) != (n_val, n_test):
+        note += f" Scaled down for {n} cases from val={n_val}, test={n_test} to val={val_size}, test={test_size}."
+    if n_folds != folds:
+        note += f" Folds capped from {folds} to {n_folds} (one per case)."
+    split = {
+        "seed": seed,
+        "train": sorted(train),
+        "val": sorted(val),
+        "test": sorted(test),
+        "folds": [sorted(fold_order[k::n_folds]) for k in range(n_folds)],
+        "created": date.today().isoformat(),
+        "note": note,
+    }
+    _validate(split, "<new split>")
+    return split
+
+
+def _validate(split: object, source: str, available_case_ids: list[str] | None = None) -> None:
+    """Raise :class:`BratsError` naming ``source`` unless ``split`` is a well-formed, disjoint split."""
+    if not isinstance(split, dict):
+        raise BratsError(f"{source}: a split must be a JSON object, got {type(split).__name__}")
+    missing = [key for key in (*SUBSETS, "folds", "seed") if key not in split]
+    if missing:
+        raise BratsError(f"{source}: split lacks key(s) {missing}")
+    if not isinstance(split["seed"], int):
+        raise BratsError(f"{source}: 'seed' must be an integer")
+    for key in SUBSETS:
+        value = split[key]
+        if not isinstance(value, list) or not all(isinstance(i, str) for i in value):
+            raise BratsError(f"{source}: {key!r} must be a list of case id strings")
+        if len(set(value)) != len(value):
+            raise BratsError(f"{source}: {key!r} lists a case id more than once")
+    for a, b in (("train", "val"), ("train", "test"), ("val", "test")):
+        overlap = sorted(set(split[a]) & set(split[b]))
+        if overlap:
+            raise BratsError(f"{source}: {a!r} and {b!r} share case ids {overlap} (patients must not overlap)")
+    all_ids = set().union(*(split[key] for key in SUBSETS))
+    folds = split["folds"]
+    if not isinstance(folds, list) or not all(
+        isinstance(fold, list) and all(isinstance(i, str) for i in fold) for fold in folds
+    ):
+        raise BratsError(f"{source}: 'folds' must be a list of lists of case id strings")
+    fold_ids = [i for fold in folds for i in fold]
+    if len(fold_ids) != len(set(fold_ids)) or set(fold_ids) != all_ids:
+        raise BratsError(f"{source}: 'folds' must partition the train/val/test case ids, each exactly once")
+    if available_case_ids is not None:
+        unknown = sorted(all_ids - set(available_case_ids))
+        if unknown:
+            raise BratsError(f"{source}: case ids {unknown} are not among the available cases")
+
+
+def save_split(split: dict, path: Path | str) -> Path:
+    """Validate ``split`` and write it as indented JSON to ``path``."""
+    path = Path(path)
+    _validate(split, str(path))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(split, indent=2) + "\n")
+    return path
+
+
+def load_split(path: Path | str, available_case_ids: list[str] | None = None) -> dict:
+    """Read and validate a split; with ``available_case_ids`` every listed case must be available."""
+    path = Path(path)
+    try:
+        split = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise BratsError(f"{path}: split file not found") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BratsError(f"{path}: not a readable JSON split ({exc})") from None
+    _validate(split, str(path), available_case_ids)
+    return split
+
+
+def main(argv: list[str]) -> int:
+    from brats_core.cases import find_cases
+
+    parser = argparse.ArgumentParser(prog="brats split", description=__doc__.splitlines()[0])
+    parser.add_argument("data_dir", type=Path, help="folder (or .zip) of cases; case ids are the patients")
+    parser.add_argument("--out", type=Path, help="JSON file to write (default: print the split to stdout)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--val", type=int, default=3, help="number of validation cases")
+    parser.add_argument("--test", type=int, default=5, help="number of test cases")
+    parser.add_argument("--folds", type=int, default=5, help="number of cross-validation folds")
+    args = parser.parse_args(argv)
+    case_ids = [case.case_id for case in find_cases(args.data_dir)]
+    split = make_split(case_ids, seed=args.seed, n_val=args.val, n_test=args.test, folds=args.folds)
+    if args.out is None:
+        print(json.dumps(split, indent=2))
+        return 0
+    save_split(split, args.out)
+    sizes = ", ".join(f"{len(split[key])} {key}" for key in SUBSETS)
+    print(f"wrote {args.out}: {sizes}, {len(split['folds'])} folds", file=sys.stderr)
+    print(split["note"], file=sys.stderr)
+    return 0

@@ -1,0 +1,38 @@
+"""Shared pytest fixtures (session-scoped; treat the folders they return as read-only).
+
+``synthetic_root``
+    A folder holding 4 synthetic cases ``synth_000`` .. ``synth_003`` (48 x 48 x 32 voxels, 1 mm, BraTS 2020
+    naming ``<case>/<case>_{t1,t1ce,t2,flair,seg}.nii.gz``, int16 images, labels 0/1/2/4), written once per
+    session by ``brats_core.synth.write_dataset(root, n=4, seed=0, shape=(48, 48, 32))``.
+
+``real_or_synthetic_root``
+    ``brats_core.config.SHARED_DATA_DIR`` (20 real cases, 240 x 240 x 155) when that folder exists, else
+    ``synthetic_root``, so tests never skip. Real cases take ~0.5 s each to load: mark such tests
+    ``@pytest.mark.real_data`` and load only one or two cases.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from brats_core.config import SHARED_DATA_DIR
+from brats_core.synth import write_dataset
+
+SYNTHETIC_CASES = 4
+SYNTHETIC_SHAPE = (48, 48, 32)
+
+
+@pytest.fixture(scope="session")
+def synthetic_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("synthetic_brats")
+    write_dataset(root, n=SYNTHETIC_CASES, seed=0, shape=SYNTHETIC_SHAPE)
+    return root
+
+
+@pytest.fixture(scope="session")
+def real_or_synthetic_root(request: pytest.FixtureRequest) -> Path:
+    if SHARED_DATA_DIR.is_dir():
+        return SHARED_DATA_DIR
+    return request.getfixturevalue("synthetic_root")

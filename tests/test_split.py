@@ -1,0 +1,132 @@
+"""Patient-level splits: sizes, disjointness, determinism, validation of saved files, the CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from brats_core.cli import main as brats
+from brats_core.config import DEFAULT_SPLIT, SHARED_DATA_DIR
+from brats_core.errors import BratsError
+from brats_core.split import SUBSETS, load_split, make_split, save_split
+
+IDS = [f"case_{i:03d}" for i in range(20)]
+
+
+def _without_date(split: dict) -> dict:
+    return {key: value for key, value in split.items() if key != "created"}
+
+
+def _assert_partition(split: dict, ids: list[str]) -> None:
+    subsets = [set(split[key]) for key in SUBSETS]
+    assert sum(len(s) for s in subsets) == len(ids)
+    assert set().union(*subsets) == set(ids)
+    fold_ids = [i for fold in split["folds"] for i in fold]
+    assert sorted(fold_ids) == sorted(ids)
+    for key in SUBSETS:
+        assert split[key] == sorted(split[key])
+
+
+def test_default_sizes_disjoint_and_sorted() -> None:
+    split = make_split(IDS)
+    assert (len(split["train"]), len(split["val"]), len(split["test"])) == (12, 3, 5)
+    _assert_partition(split, IDS)
+    assert len(split["folds"]) == 5 and all(len(fold) == 4 for fold in split["folds"])
+    assert split["seed"] == 0 and split["created"] and "Patient-level" in split["note"]
+
+
+def test_deterministic_for_a_seed_and_independent_of_input_order() -> None:
+    first = make_split(IDS, seed=7)
+    again = make_split(list(reversed(IDS)), seed=7)
+    assert _without_date(first) == _without_date(again)
+    assert make_split(IDS, seed=8)["test"] != first["test"]
+
+
+@pytest.mark.parametrize(("n", "sizes"), [(3, (1, 1, 1)), (4, (2, 1, 1)), (5, (3, 1, 1)), (10, (5, 2, 3))])
+def test_few_cases_scale_held_out_sets_down(n: int, sizes: tuple[int, int, int]) -> None:
+    ids = IDS[:n]
+    split = make_split(ids)
+    assert tuple(len(split[key]) for key in SUBSETS) == sizes
+    _assert_partition(split, ids)
+    assert "Scaled down" in split["note"]
+    assert len(split["folds"]) == min(5, n)
+
+
+def test_invalid_requests_raise() -> None:
+    with pytest.raises(BratsError, match="too few"):
+        make_split(IDS[:2])
+    with pytest.raises(BratsError, match="duplicate"):
+        make_split([*IDS[:5], IDS[0]])
+    with pytest.raises(BratsError, match="folds"):
+        make_split(IDS, folds=1)
+    with pytest.raises(BratsError, match="negative"):
+        make_split(IDS, n_val=-1)
+
+
+def test_save_and_load_round_trip(tmp_path: Path) -> None:
+    split = make_split(IDS, seed=3)
+    path = save_split(split, tmp_path / "sub" / "split.json")
+    assert load_split(path) == split
+    assert load_split(path, available_case_ids=IDS) == split
+
+
+def _write(path: Path, content: object) -> Path:
+    path.write_text(content if isinstance(content, str) else json.dumps(content))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda s: s.update(val=[*s["val"], s["train"][0]]), "share case ids"),
+        (lambda s: s.pop("test"), "lacks key"),
+        (lambda s: s.update(folds=s["folds"][1:]), "partition"),
+        (lambda s: s.update(train="case_000"), "list of case id strings"),
+        (lambda s: s.update(seed="zero"), "seed"),
+    ],
+)
+def test_load_rejects_bad_splits_naming_the_file(tmp_path: Path, mutate, message: str) -> None:
+    split = make_split(IDS)
+    mutate(split)
+    path = _write(tmp_path / "bad.json", split)
+    with pytest.raises(BratsError, match=message) as info:
+        load_split(path)
+    assert str(path) in str(info.value)
+
+
+def test_load_rejects_missing_file_bad_json_and_unknown_ids(tmp_path: Path) -> None:
+    with pytest.raises(BratsError, match="not found"):
+        load_split(tmp_path / "absent.json")
+    with pytest.raises(BratsError, match="JSON") as info:
+        load_split(_write(tmp_path / "broken.json", "{not json"))
+    assert "broken.json" in str(info.value)
+    path = save_split(make_split(IDS), tmp_path / "split.json")
+    with pytest.raises(BratsError, match="not among the available"):
+        load_split(path, available_case_ids=IDS[1:])
+
+
+def test_committed_split_is_valid_and_reproducible() -> None:
+    split = load_split(DEFAULT_SPLIT)
+    ids = sorted(i for key in SUBSETS for i in split[key])
+    assert (len(split["train"]), len(split["val"]), len(split["test"])) == (12, 3, 5)
+    assert _without_date(make_split(ids, seed=split["seed"])) == _without_date(split)
+    if SHARED_DATA_DIR.is_dir():  # the committed ids are exactly the shared cases
+        shared = sorted(p.name for p in SHARED_DATA_DIR.iterdir() if p.is_dir())
+        assert ids == shared
+
+
+def test_cli_writes_split_of_a_folder(synthetic_root: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "split.json"
+    assert (
+        brats(["split", str(synthetic_root), "--out", str(out), "--val", "1", "--test", "1", "--folds", "2"])
+        == 0
+    )
+    split = load_split(out)
+    case_ids = sorted(p.name for p in synthetic_root.iterdir() if p.is_dir())
+    _assert_partition(split, case_ids)
+    assert (len(split["val"]), len(split["test"]), len(split["folds"])) == (1, 1, 2)
+    assert str(out) in capsys.readouterr().err
+    assert brats(["split", str(synthetic_root), "--val", "1", "--test", "1", "--folds", "2"]) == 0
+    assert _without_date(json.loads(capsys.readouterr().out)) == _without_date(split)
