@@ -1,0 +1,77 @@
+"""PyTorch dataset of axial slices read from the slice cache's memory maps (never from NIfTI)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from brats_core.cache import CacheEntry
+from brats_core.errors import BratsError
+from brats_core.labels import labels_to_classes
+
+Transform = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
+
+
+class SliceDataset(Dataset):
+    """Every slice of every cache entry (``slices="all"``) or only those with brain (``"brain"``).
+
+    Item ``i`` is ``(image, target)``: ``image`` float32 ``(4 * (2k + 1), S, S)`` with ``k = context``, channels
+    ordered by slice offset ``-k .. k`` and, within each offset, the 4 modalities in ``MODALITIES`` order
+    (channel ``4 * (offset + k) + m``); neighbours beyond the volume's ends repeat the end slice. ``target`` is
+    int64 ``(S, S)`` class indices 0..3 (labels 0/1/2/4, see :func:`brats_core.labels.labels_to_classes`).
+    In-plane axes are (X, Y) of the original volume. ``transform(image, target)`` gets and returns numpy arrays
+    (float32, int64) before the conversion to tensors.
+
+    ``index`` is the ``(entry, slice)`` pair of each item and ``has_tumour`` whether its slice has any label > 0
+    (for tumour oversampling). Entries pickle as their cache path, so DataLoader workers re-open the maps.
+    """
+
+    def __init__(
+        self,
+        entries: Sequence[CacheEntry],
+        context: int = 0,
+        transform: Transform | None = None,
+        slices: str = "all",
+    ) -> None:
+        if isinstance(context, bool) or not isinstance(context, int) or context < 0:
+            raise ValueError(f"context must be an integer >= 0, got {context!r}")
+        if slices not in ("all", "brain"):
+            raise ValueError(f"slices must be 'all' or 'brain', got {slices!r}")
+        unlabelled = [f"{e.case_id} ({e.path})" for e in entries if e.labels is None]
+        if unlabelled:
+            raise BratsError(
+                f"cached cases without a segmentation cannot be used for training: {', '.join(unlabelled)}"
+            )
+        self.entries = list(entries)
+        self.context = context
+        self.transform = transform
+        pairs, tumour = [], []
+        for number, entry in enumerate(self.entries):
+            chosen = np.arange(entry.num_slices) if slices == "all" else entry.brain_slices
+            pairs.append(np.stack([np.full(len(chosen), number), chosen], axis=1))
+            tumour.append(np.isin(chosen, entry.tumour_slices))
+        self.index: np.ndarray = (
+            np.concatenate(pairs).astype(np.int64) if pairs else np.zeros((0, 2), np.int64)
+        )
+        self.has_tumour: np.ndarray = np.concatenate(tumour) if tumour else np.zeros(0, dtype=bool)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, item: int) -> tuple[torch.Tensor, torch.Tensor]:
+        number, z = (int(v) for v in self.index[item])
+        entry = self.entries[number]
+        k = self.context
+        if k == 0:
+            stack = entry.images[z : z + 1]
+        else:
+            stack = entry.images[np.clip(np.arange(z - k, z + k + 1), 0, entry.num_slices - 1)]
+        image = np.asarray(stack, dtype=np.float32).reshape(-1, *stack.shape[-2:])
+        target = labels_to_classes(entry.labels[z]).astype(np.int64)
+        if self.transform is not None:
+            image, target = self.transform(image, target)
+        image = np.ascontiguousarray(image, dtype=np.float32)
+        return torch.from_numpy(image), torch.from_numpy(np.ascontiguousarray(target, dtype=np.int64))
