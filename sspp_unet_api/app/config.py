@@ -1,0 +1,118 @@
+"""Service settings: one typed, frozen dataclass read from ``BRATS_*`` environment variables."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+from brats_core.config import REPO_ROOT
+from brats_core.errors import BratsError
+
+MIB = 1024 * 1024
+#: Where the shipped exports of the deep models live (``<model>.pt``).
+CHECKPOINT_DIR = REPO_ROOT / "Deep_Learning_Model" / "checkpoints"
+DEEP_MODELS: tuple[str, ...] = ("sspp", "unet")
+SAMPLE_ZIP = Path(__file__).resolve().parent.parent / "sample" / "sample_case.zip"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the service can be configured with; see :meth:`from_env` for the variable names."""
+
+    host: str = "0.0.0.0"
+    port: int = 8000
+    #: Model served when a request names none; ``allowed_models`` are the others a request may pick.
+    model: str = "sspp"
+    allowed_models: tuple[str, ...] = ("sspp",)
+    #: Explicit checkpoints by model name; others use the shipped one (see :meth:`checkpoint`).
+    checkpoints: Mapping[str, Path] = field(default_factory=dict)
+    #: ``auto`` (CUDA when available, else CPU), ``cpu`` or ``cuda``.
+    device: str = "auto"
+    data_dir: Path = field(default_factory=lambda: Path(tempfile.gettempdir()) / "brats_api")
+    ttl_seconds: float = 3600.0
+    cleanup_interval_seconds: float = 60.0
+    #: Largest request body (Content-Length and streamed bytes alike).
+    max_request_bytes: int = 1024 * MIB
+    max_zip_members: int = 200
+    max_uncompressed_bytes: int = 4096 * MIB
+    max_compression_ratio: float = 100.0
+    #: Files one case may consist of (four modalities + segmentation).
+    max_members_per_case: int = 5
+    max_cases_per_upload: int = 20
+    #: Total size of ``data_dir`` above which new uploads are refused with 503 until the TTL frees space.
+    max_disk_bytes: int = 20 * 1024 * MIB
+    max_concurrent_inferences: int = 1
+    #: Seconds a request waits for a free inference slot before 503 + Retry-After.
+    queue_timeout_seconds: float = 30.0
+    api_key: str | None = None
+    cors_origins: tuple[str, ...] = ()
+    sample_zip: Path = SAMPLE_ZIP
+    log_level: str = "info"
+
+    def __post_init__(self) -> None:
+        if self.model not in self.allowed_models:
+            object.__setattr__(self, "allowed_models", (self.model, *self.allowed_models))
+        if self.device not in {"auto", "cpu", "cuda"}:
+            raise BratsError(f"BRATS_DEVICE must be auto, cpu or cuda, got {self.device!r}")
+        positive = ("ttl_seconds", "cleanup_interval_seconds", "max_request_bytes", "max_zip_members",
+                    "max_uncompressed_bytes", "max_compression_ratio", "max_members_per_case",
+                    "max_cases_per_upload", "max_disk_bytes", "max_concurrent_inferences")
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise BratsError(f"setting {name} must be positive, got {getattr(self, name)}")
+        if self.queue_timeout_seconds < 0:
+            raise BratsError(f"setting queue_timeout_seconds must not be negative, got {self.queue_timeout_seconds}")
+        if not 0 < self.port < 65536:
+            raise BratsError(f"BRATS_PORT must be a TCP port (1-65535), got {self.port}")
+
+    def checkpoint(self, model: str) -> Path | None:
+        """Checkpoint of ``model``: the configured one, else ``CHECKPOINT_DIR/<model>.pt`` for the deep models,
+        else ``None`` (the model package's own default artifact)."""
+        if model in self.checkpoints:
+            return Path(self.checkpoints[model])
+        return CHECKPOINT_DIR / f"{model}.pt" if model in DEEP_MODELS else None
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read ``BRATS_<FIELD>`` variables (upper case field names), e.g. ``BRATS_PORT=9000``.
+
+        Lists are comma separated (``BRATS_ALLOWED_MODELS=sspp,unet``, ``BRATS_CORS_ORIGINS=https://a,https://b``);
+        ``BRATS_CHECKPOINT`` is the checkpoint of the default model and ``BRATS_CHECKPOINT_<MODEL>`` that of any
+        model. An empty value means the default.
+        """
+        env = os.environ if environ is None else environ
+        values: dict[str, object] = {}
+        for item in fields(cls):
+            raw = env.get(f"BRATS_{item.name.upper()}", "").strip()
+            if not raw or item.name == "checkpoints":
+                continue
+            values[item.name] = _parse(item.name, raw, str(item.type))
+        model = str(values.get("model", cls.model))
+        checkpoints = {
+            key[len("BRATS_CHECKPOINT_"):].lower(): Path(value)
+            for key, value in env.items()
+            if key.startswith("BRATS_CHECKPOINT_") and value.strip()
+        }
+        if env.get("BRATS_CHECKPOINT", "").strip():
+            checkpoints[model] = Path(env["BRATS_CHECKPOINT"].strip())
+        return cls(checkpoints=checkpoints, **values)  # type: ignore[arg-type]
+
+
+def _parse(name: str, raw: str, annotation: str) -> object:
+    """Convert one environment value to the field's type, naming the variable when it cannot."""
+    variable = f"BRATS_{name.upper()}"
+    try:
+        if annotation == "int":
+            return int(raw)
+        if annotation == "float":
+            return float(raw)
+    except ValueError:
+        raise BratsError(f"{variable}={raw!r} is not a number") from None
+    if annotation == "Path":
+        return Path(raw)
+    if annotation.startswith("tuple"):
+        return tuple(part.strip() for part in raw.split(",") if part.strip())
+    return raw

@@ -1,0 +1,167 @@
+"""Models loaded once, a bounded number of concurrent predictions run off the event loop, and the work itself.
+
+Every allowed model is loaded once, in the application's lifespan (a missing checkpoint stops the start). A prediction
+waits at most ``queue_timeout_seconds`` for one of ``max_concurrent_inferences`` slots, else
+:class:`ServiceBusy` (HTTP 503 + Retry-After); the work runs in a worker thread so that the event loop keeps
+answering (health checks, downloads) while models compute.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import TypeVar
+
+import anyio
+import anyio.to_thread
+import numpy as np
+
+from brats_core.cases import CaseFiles, load_case
+from brats_core.config import REGIONS
+from brats_core.errors import ArtifactError, BratsError
+from brats_core.evaluation import Segmenter, check_prediction, save_labels
+from brats_core.metrics import region_metrics
+from sspp_unet_api.app.config import Settings
+
+T = TypeVar("T")
+#: Models whose artifacts load without unpickling (the API never loads a pickled artifact).
+PICKLE_FREE_MODELS: tuple[str, ...] = ("sspp", "unet", "naive")
+
+
+class ServiceBusy(Exception):
+    """Every inference slot stayed busy for the queue timeout (or the disk is full): HTTP 503."""
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` -> ``cuda`` when a GPU is usable, else ``cpu``."""
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+class InferenceService:
+    """The served models and the inference slots."""
+
+    def __init__(self, settings: Settings, segmenter: Segmenter | None = None) -> None:
+        not_servable = [m for m in settings.allowed_models if m not in PICKLE_FREE_MODELS]
+        if not_servable:
+            raise BratsError(
+                f"model(s) {', '.join(not_servable)} cannot be served: their artifacts are pickles, which the API "
+                f"never loads; choose among {', '.join(PICKLE_FREE_MODELS)}"
+            )
+        self.settings = settings
+        #: Resolved in :meth:`start` (importing torch here would slow down importing the app).
+        self.device = str(getattr(segmenter, "device", "cpu")) if segmenter is not None else settings.device
+        self._models: dict[str, Segmenter] = {settings.model: segmenter} if segmenter is not None else {}
+        self._slots: anyio.Semaphore | None = None
+        self.active = 0
+        self._mean_seconds = 1.0
+
+    def checkpoint_name(self) -> str | None:
+        """File name of the default model's checkpoint (never the server's full path)."""
+        model = self._models.get(self.settings.model)
+        path = getattr(model, "meta", {}).get("path") if model is not None else None
+        path = path or self.settings.checkpoint(self.settings.model)
+        return Path(path).name if path else None
+
+    def model(self, name: str) -> Segmenter:
+        """The loaded segmenter ``name``."""
+        if name not in self._models:
+            raise BratsError(
+                f"model {name!r} is not served here; choose one of {', '.join(self.settings.allowed_models)}"
+            )
+        return self._models[name]
+
+    def _load(self, name: str) -> None:
+        from brats_core.segmenters import load_segmenter
+
+        path = self.settings.checkpoint(name)
+        if path is not None and not path.is_file():
+            variable = "BRATS_CHECKPOINT" + ("" if name == self.settings.model else f"_{name.upper()}")
+            raise ArtifactError(
+                f"checkpoint of model {name!r} not found: {path}. Train one with `brats train {name}` "
+                f"or set {variable} to an export"
+            )
+        self._models[name] = load_segmenter(name, artifact=path, device=self.device)
+
+    async def start(self) -> None:
+        """Create the slots and load every allowed model once (call from the running event loop)."""
+        self._slots = anyio.Semaphore(self.settings.max_concurrent_inferences)
+        if self.device == "auto":
+            self.device = await anyio.to_thread.run_sync(resolve_device, self.device)
+        for name in self.settings.allowed_models:
+            if name not in self._models:
+                await anyio.to_thread.run_sync(self._load, name)
+
+    def retry_after(self) -> int:
+        """Seconds a refused client should wait: about one mean prediction."""
+        return max(1, math.ceil(self._mean_seconds))
+
+    async def _wait_for_slot(self) -> None:
+        try:
+            with anyio.fail_after(self.settings.queue_timeout_seconds):
+                await self._slots.acquire()
+        except TimeoutError:
+            raise ServiceBusy(
+                f"all {self.settings.max_concurrent_inferences} inference slot(s) stayed busy for "
+                f"{self.settings.queue_timeout_seconds:g} s; retry later",
+                self.retry_after(),
+            ) from None
+
+    @asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        """Hold one inference slot, waiting at most ``queue_timeout_seconds`` for it."""
+        assert self._slots is not None, "InferenceService.start() was not awaited"
+        try:
+            self._slots.acquire_nowait()
+        except anyio.WouldBlock:
+            await self._wait_for_slot()
+        self.active += 1
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.active -= 1
+            self._mean_seconds = 0.8 * self._mean_seconds + 0.2 * (time.perf_counter() - start)
+            self._slots.release()
+
+    async def run(self, func: Callable[..., T], *args: object) -> T:
+        """Run ``func(*args)`` in a worker thread while holding an inference slot."""
+        async with self.slot():
+            return await anyio.to_thread.run_sync(func, *args)
+
+
+def predict_case(segmenter: Segmenter, files: CaseFiles, out_path: Path) -> dict:
+    """Segment one case, save the label map (case geometry) to ``out_path``; volumes (mL), metrics, timings."""
+    start = time.perf_counter()
+    case = load_case(files)
+    model_start = time.perf_counter()
+    labels = check_prediction(segmenter.predict(case), case.shape, f"model {segmenter.name!r}")
+    runtime = time.perf_counter() - model_start
+    save_labels(labels, case.affine, out_path)
+    voxel_ml = float(np.prod(case.spacing)) / 1000.0
+    volumes = {region: int(np.isin(labels, values).sum()) * voxel_ml for region, values in REGIONS.items()}
+    metrics = None
+    if case.seg is not None:
+        metrics = {
+            region: {"dice": m["dice"], "hd95_mm": m["hd95"], "sensitivity": m["sensitivity"],
+                     "specificity": m["specificity"]}
+            for region, m in region_metrics(labels, case.seg, case.spacing).items()
+        }
+    return {
+        "shape": list(case.shape),
+        "spacing_mm": [float(s) for s in case.spacing],
+        "volumes_ml": volumes,
+        "metrics": metrics,
+        "runtime_seconds": runtime,
+        "total_seconds": time.perf_counter() - start,
+    }

@@ -1,0 +1,299 @@
+"""The endpoints. Every one except ``GET /`` requires ``X-API-Key`` when ``BRATS_API_KEY`` is set."""
+
+from __future__ import annotations
+
+import hmac
+import shutil
+import time
+from datetime import datetime, timezone
+from typing import Literal
+
+import anyio
+import anyio.to_thread
+from fastapi import APIRouter, Depends, File, HTTPException, Query, Request, Response, Security, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse
+from fastapi.security import APIKeyHeader
+from pydantic import ValidationError
+from starlette.datastructures import UploadFile as StarletteUploadFile
+
+from brats_core import __version__
+from brats_core.errors import BratsError
+from sspp_unet_api.app.config import Settings
+from sspp_unet_api.app.inference import InferenceService, ServiceBusy, predict_case
+from sspp_unet_api.app.overlay import render_overlay
+from sspp_unet_api.app.schemas import (
+    CaseInfo,
+    ErrorResponse,
+    Health,
+    PredictionResponse,
+    PredictionUrls,
+    PredictRequest,
+    UploadResponse,
+)
+from sspp_unet_api.app.storage import SEGMENTATION, NotFoundError, Storage
+from sspp_unet_api.app.uploads import case_files, ingest
+
+#: Concurrent upload validations (each loads its cases fully) and overlay renderings, in worker threads.
+FILE_WORK_LIMIT = 4
+_api_key_header = APIKeyHeader(
+    name="X-API-Key", auto_error=False, description="required when the server sets BRATS_API_KEY"
+)
+
+
+def _error(description: str) -> dict:
+    return {"model": ErrorResponse, "description": description}
+
+
+async def require_api_key(request: Request, key: str | None = Security(_api_key_header)) -> None:
+    expected = request.app.state.settings.api_key
+    if expected and not (key and hmac.compare_digest(key.encode(), expected.encode())):
+        raise HTTPException(401, "missing or wrong X-API-Key header")
+
+
+public = APIRouter()
+router = APIRouter(dependencies=[Depends(require_api_key)], responses={401: _error("missing or wrong API key")})
+
+
+def _settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def _storage(request: Request) -> Storage:
+    return request.app.state.storage
+
+
+def _service(request: Request) -> InferenceService:
+    return request.app.state.service
+
+
+def _limiter(request: Request) -> anyio.CapacityLimiter:
+    return request.app.state.file_work_limiter
+
+
+def _utc(timestamp: float) -> datetime:
+    return datetime.fromtimestamp(timestamp, tz=timezone.utc)
+
+
+@public.get("/", response_model=Health, summary="Health and the served model")
+async def health(request: Request) -> Health:
+    settings, service = _settings(request), _service(request)
+    return Health(
+        status="ok", model=settings.model, models=list(settings.allowed_models),
+        checkpoint=service.checkpoint_name(), device=service.device, version=__version__,
+        inference_slots=settings.max_concurrent_inferences, active_inferences=service.active,
+    )
+
+
+def _upload_response(record: dict) -> UploadResponse:
+    cases = [
+        CaseInfo(case_id=c["case_id"], modalities=list(c["images"]), shape=c["shape"], spacing_mm=c["spacing"],
+                 has_segmentation=c["seg"] is not None)
+        for c in record["cases"]
+    ]
+    return UploadResponse(upload_id=record["upload_id"], cases=cases, expires_at=_utc(record["expires_at"]))
+
+
+async def _create_upload(request: Request, files: list[StarletteUploadFile]) -> dict:
+    """Validate and store uploaded files as a new upload; nothing is kept when they are rejected."""
+    settings, storage = _settings(request), _storage(request)
+    used = await anyio.to_thread.run_sync(storage.usage_bytes)
+    if used > settings.max_disk_bytes:
+        raise ServiceBusy("the server's upload storage is full; retry when older uploads have expired",
+                          max(1, int(settings.cleanup_interval_seconds)))
+    upload_id, folder = storage.create_upload()
+    try:
+        sources = [(f.filename, f.file) for f in files]
+        cases = await anyio.to_thread.run_sync(ingest, sources, folder, settings, limiter=_limiter(request))
+        return storage.commit_upload(upload_id, cases)
+    except BaseException:
+        storage.discard(upload_id)
+        raise
+
+
+@router.post(
+    "/upload", status_code=201, response_model=UploadResponse, summary="Upload one .zip or the NIfTI files of a case",
+    responses={413: _error("request too large"), 422: _error("invalid files"), 503: _error("storage full")},
+)
+async def upload(
+    request: Request,
+    files: list[UploadFile] = File(description="one .zip (one or more cases) or the 4-5 .nii/.nii.gz files of a case"),
+) -> UploadResponse:
+    return _upload_response(await _create_upload(request, files))
+
+
+@router.get("/uploads/{upload_id}", response_model=UploadResponse, summary="The cases of an upload",
+            responses={404: _error("unknown or expired upload")})
+async def get_upload(request: Request, upload_id: str) -> UploadResponse:
+    return _upload_response(_storage(request).upload(upload_id))
+
+
+@router.delete("/uploads/{upload_id}", status_code=204, summary="Delete an upload and its predictions",
+               responses={404: _error("unknown or expired upload")})
+async def delete_upload(request: Request, upload_id: str) -> Response:
+    await anyio.to_thread.run_sync(_storage(request).delete_upload, upload_id)
+    return Response(status_code=204)
+
+
+_PREDICT_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": PredictRequest.model_json_schema()},
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["files"],
+                    "properties": {
+                        "files": {"type": "array", "items": {"type": "string", "format": "binary"},
+                                  "description": "one-shot: the NIfTI files (or a .zip) of one case"},
+                        "case_id": {"type": "string"},
+                        "model": {"type": "string"},
+                    },
+                }
+            },
+        },
+    }
+}
+
+
+async def _predict_request(request: Request) -> tuple[PredictRequest, bool]:
+    """The request as a :class:`PredictRequest`, and whether it is a one-shot multipart request, whose files
+    are stored as a new upload first."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type == "application/json":
+        try:
+            return PredictRequest.model_validate_json(await request.body()), False
+        except ValidationError as exc:
+            raise RequestValidationError(exc.errors(include_url=False, include_context=False)) from None
+    if content_type == "multipart/form-data":
+        settings = _settings(request)
+        try:
+            form = await request.form(max_files=settings.max_members_per_case, max_fields=8)
+        except HTTPException:
+            raise
+        except Exception as exc:  # python-multipart raises several types for malformed bodies
+            raise HTTPException(400, f"malformed multipart body: {exc}") from None
+        try:
+            files = [v for v in form.getlist("files") if isinstance(v, StarletteUploadFile)]
+            fields = {k: form.get(k) for k in ("case_id", "model")}
+            if any(v is not None and not isinstance(v, str) for v in fields.values()):
+                raise BratsError("form fields case_id and model must be text")
+            record = await _create_upload(request, files)
+        finally:
+            await form.close()
+        body = PredictRequest(upload_id=record["upload_id"], case_id=fields["case_id"] or None,
+                              model=fields["model"] or None)
+        return body, True
+    raise HTTPException(415, "send JSON {\"upload_id\": ..., \"case_id\": ..., \"model\": ...} or multipart "
+                             "'files' of one case")
+
+
+def _prediction_response(request: Request, record: dict, expires_at: float) -> PredictionResponse:
+    prediction_id = record["prediction_id"]
+    urls = PredictionUrls(
+        segmentation=str(request.url_for("prediction_segmentation", prediction_id=prediction_id)),
+        overlay=str(request.url_for("prediction_overlay", prediction_id=prediction_id)),
+    )
+    fields = {k: v for k, v in record.items() if k in PredictionResponse.model_fields}
+    return PredictionResponse(**fields, urls=urls, expires_at=_utc(expires_at))
+
+
+@router.post(
+    "/predict", response_model=PredictionResponse, openapi_extra=_PREDICT_BODY,
+    summary="Segment one case (JSON for an upload, or multipart files for one-shot use)",
+    responses={404: _error("unknown upload or case"), 413: _error("request too large"),
+               415: _error("unsupported content type"), 422: _error("invalid request or files"),
+               503: _error("every inference slot busy; see Retry-After")},
+)
+async def predict(request: Request) -> PredictionResponse:
+    body, one_shot = await _predict_request(request)
+    try:
+        return await _predict(request, body)
+    except BaseException:
+        if one_shot:  # the client never learnt this upload's id
+            _storage(request).discard(body.upload_id)
+        raise
+
+
+async def _predict(request: Request, body: PredictRequest) -> PredictionResponse:
+    settings, storage, service = _settings(request), _storage(request), _service(request)
+    model = body.model or settings.model
+    if model not in settings.allowed_models:
+        raise BratsError(f"model {model!r} is not served here; choose one of {', '.join(settings.allowed_models)}")
+    record = storage.touch(body.upload_id)
+    cases = {c["case_id"]: c for c in record["cases"]}
+    if body.case_id is None and len(cases) > 1:
+        raise BratsError(f"upload holds {len(cases)} cases; name one in case_id: {', '.join(cases)}")
+    case_id = body.case_id if body.case_id is not None else next(iter(cases))
+    if case_id not in cases:
+        raise NotFoundError(f"case {case_id!r} is not in upload {body.upload_id}")
+    folder = storage.upload_dir(body.upload_id)
+    files = case_files(cases[case_id], folder)
+    prediction_id, out_dir = storage.create_prediction(body.upload_id)
+
+    def work() -> dict:
+        return predict_case(service.model(model), files, out_dir / SEGMENTATION)
+
+    try:
+        result = await service.run(work)
+    except BaseException:
+        shutil.rmtree(out_dir, ignore_errors=True)
+        if not folder.exists():
+            raise NotFoundError(f"upload {body.upload_id} was deleted during the prediction") from None
+        raise
+    prediction = {"prediction_id": prediction_id, "upload_id": body.upload_id, "case_id": case_id, "model": model,
+                  "device": service.device, "image": cases[case_id]["images"]["flair"], "created_at": time.time(),
+                  **result}
+    storage.commit_prediction(out_dir, prediction)
+    return _prediction_response(request, prediction, storage.upload(body.upload_id)["expires_at"])
+
+
+@router.get("/predictions/{prediction_id}", response_model=PredictionResponse, summary="A prediction's results",
+            responses={404: _error("unknown or expired prediction")})
+async def get_prediction(request: Request, prediction_id: str) -> PredictionResponse:
+    storage = _storage(request)
+    record, _ = storage.prediction(prediction_id)
+    return _prediction_response(request, record, storage.upload(record["upload_id"])["expires_at"])
+
+
+@router.get(
+    "/predictions/{prediction_id}/segmentation", name="prediction_segmentation", response_class=FileResponse,
+    summary="The label map (.nii.gz, labels 0/1/2/4) in the input's geometry",
+    responses={200: {"content": {"application/gzip": {}}}, 404: _error("unknown or expired prediction")},
+)
+async def segmentation(request: Request, prediction_id: str) -> FileResponse:
+    record, folder = _storage(request).prediction(prediction_id)
+    return FileResponse(folder / SEGMENTATION, media_type="application/gzip",
+                        filename=f"{record['case_id']}_{record['model']}_seg.nii.gz")
+
+
+@router.get(
+    "/predictions/{prediction_id}/overlay", name="prediction_overlay", response_class=Response,
+    summary="PNG of one slice with the labels on the FLAIR (default: the slice with the most tumour)",
+    responses={200: {"content": {"image/png": {}}}, 404: _error("unknown or expired prediction"),
+               422: _error("slice index out of range")},
+)
+async def overlay(
+    request: Request,
+    prediction_id: str,
+    axis: Literal["axial", "coronal", "sagittal"] = "axial",
+    index: int | None = Query(default=None, ge=0, description="slice index; default: the most tumour"),
+) -> Response:
+    storage = _storage(request)
+    record, folder = storage.prediction(prediction_id)
+    image = storage.upload_dir(record["upload_id"]) / record["image"]
+    png = await anyio.to_thread.run_sync(render_overlay, image, folder / SEGMENTATION, axis, index,
+                                         limiter=_limiter(request))
+    return Response(png, media_type="image/png")
+
+
+@router.get(
+    "/download_sample", response_class=FileResponse, summary="The bundled sample case (.zip, BraTS data-use terms)",
+    responses={200: {"content": {"application/zip": {}}}, 404: _error("no sample bundled")},
+)
+async def download_sample(request: Request) -> FileResponse:
+    path = _settings(request).sample_zip
+    if not path.is_file():
+        raise NotFoundError("no sample case is bundled with this server")
+    return FileResponse(path, media_type="application/zip", filename="sample_case.zip")

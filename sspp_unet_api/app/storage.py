@@ -1,0 +1,169 @@
+"""Per-upload directories with random ids, JSON records, a sliding TTL and a sweeper.
+
+Layout (every name below ``root`` is chosen by the server; client file names never become paths here)::
+
+    <root>/<upload_id>/upload.json                  record: cases, file paths relative to the folder, expiry
+    <root>/<upload_id>/files/...                    the validated input files
+    <root>/<upload_id>/predictions/<prediction_id>/prediction.json, segmentation.nii.gz
+
+An upload and its predictions expire together ``ttl`` seconds after the upload or its latest prediction.
+Expired or unknown ids raise :class:`NotFoundError`; :meth:`Storage.sweep` deletes what has expired.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+RECORD = "upload.json"
+PREDICTION_RECORD = "prediction.json"
+SEGMENTATION = "segmentation.nii.gz"
+
+
+class NotFoundError(LookupError):
+    """An upload or prediction id that is malformed, unknown, deleted or expired."""
+
+
+def new_id() -> str:
+    """A random (uuid4) id, never sequential."""
+    return str(uuid.uuid4())
+
+
+def is_valid_id(value: str) -> bool:
+    """True for the canonical text of a uuid4, the only form of id the server hands out."""
+    try:
+        parsed = uuid.UUID(value)
+    except (ValueError, TypeError, AttributeError):
+        return False
+    return parsed.version == 4 and str(parsed) == value
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    os.replace(tmp, path)
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+class Storage:
+    """Uploads and predictions on disk under ``root``, expiring ``ttl`` seconds after their last use."""
+
+    def __init__(self, root: Path, ttl: float, clock: Callable[[], float] = time.time) -> None:
+        self.root = Path(root).resolve()
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.ttl = ttl
+        self.clock = clock
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------------------------------- uploads
+    def create_upload(self) -> tuple[str, Path]:
+        """A new upload id and its (empty) folder; it is invisible until :meth:`commit_upload`."""
+        upload_id = new_id()
+        folder = self.root / upload_id
+        (folder / "files").mkdir(parents=True)
+        return upload_id, folder
+
+    def commit_upload(self, upload_id: str, cases: list[dict]) -> dict:
+        """Record the validated ``cases`` of an upload and make it visible; returns the record."""
+        now = self.clock()
+        record = {"upload_id": upload_id, "created_at": now, "expires_at": now + self.ttl, "cases": cases}
+        _write_json(self._folder(upload_id) / RECORD, record)
+        return record
+
+    def upload(self, upload_id: str) -> dict:
+        """The record of a live upload."""
+        record = _read_json(self._folder(upload_id) / RECORD)
+        if record is None or record["expires_at"] <= self.clock():
+            raise NotFoundError(f"upload {upload_id} not found (unknown, deleted or expired)")
+        return record
+
+    def upload_dir(self, upload_id: str) -> Path:
+        return self._folder(upload_id)
+
+    def touch(self, upload_id: str) -> dict:
+        """Extend a live upload's life to ``ttl`` from now (a prediction was made); returns the record."""
+        with self._lock:
+            record = self.upload(upload_id)
+            record["expires_at"] = max(record["expires_at"], self.clock() + self.ttl)
+            _write_json(self._folder(upload_id) / RECORD, record)
+        return record
+
+    def delete_upload(self, upload_id: str) -> None:
+        """Delete a live upload with its predictions."""
+        self.upload(upload_id)
+        self.discard(upload_id)
+
+    def discard(self, upload_id: str) -> None:
+        """Remove an upload folder whatever its state (used for failed uploads)."""
+        shutil.rmtree(self._folder(upload_id), ignore_errors=True)
+
+    # --------------------------------------------------------------------------------------- predictions
+    def create_prediction(self, upload_id: str) -> tuple[str, Path]:
+        """A new prediction id and its folder inside the (live) upload's folder."""
+        self.upload(upload_id)
+        prediction_id = new_id()
+        folder = self._folder(upload_id) / "predictions" / prediction_id
+        folder.mkdir(parents=True)
+        return prediction_id, folder
+
+    def commit_prediction(self, folder: Path, record: dict) -> None:
+        _write_json(folder / PREDICTION_RECORD, record)
+
+    def prediction(self, prediction_id: str) -> tuple[dict, Path]:
+        """The record and folder of a prediction whose upload is live."""
+        if not is_valid_id(prediction_id):
+            raise NotFoundError(f"prediction {prediction_id!r} not found")
+        for folder in self.root.glob(f"*/predictions/{prediction_id}"):
+            record = _read_json(folder / PREDICTION_RECORD)
+            if record is not None:
+                try:
+                    self.upload(record["upload_id"])
+                except NotFoundError:
+                    break
+                return record, folder
+        raise NotFoundError(f"prediction {prediction_id} not found (unknown, deleted or expired)")
+
+    # --------------------------------------------------------------------------------------- maintenance
+    def sweep(self) -> int:
+        """Delete expired uploads and abandoned partial ones (no record after ``ttl``); returns how many."""
+        now, removed = self.clock(), 0
+        for folder in self.root.iterdir():
+            if not folder.is_dir() or not is_valid_id(folder.name):
+                continue
+            record = _read_json(folder / RECORD)
+            try:
+                expired = record["expires_at"] <= now if record else folder.stat().st_mtime + self.ttl <= now
+            except OSError:
+                continue
+            if expired:
+                shutil.rmtree(folder, ignore_errors=True)
+                removed += 1
+        return removed
+
+    def usage_bytes(self) -> int:
+        """Bytes of all files under ``root``."""
+        total = 0
+        for folder, _, names in os.walk(self.root):
+            for name in names:
+                try:
+                    total += os.lstat(os.path.join(folder, name)).st_size
+                except OSError:
+                    continue
+        return total
+
+    def _folder(self, upload_id: str) -> Path:
+        if not is_valid_id(upload_id):
+            raise NotFoundError(f"upload {upload_id!r} not found")
+        return self.root / upload_id

@@ -1,0 +1,112 @@
+"""Helpers shared by the API tests and the API benchmark: a tiny export, zips of cases, a real uvicorn server."""
+
+from __future__ import annotations
+
+import io
+import os
+import socket
+import subprocess
+import sys
+import time
+import zipfile
+from collections.abc import Iterable
+from pathlib import Path
+
+import httpx
+import torch
+
+from brats_core.cases import CaseFiles
+from brats_core.config import REPO_ROOT, PreprocessConfig
+from Deep_Learning_Model.export import save_export
+from Deep_Learning_Model.model import ModelConfig, build_model
+from sspp_unet_api.app.config import Settings
+
+SHIPPED_CHECKPOINT = REPO_ROOT / "Deep_Learning_Model" / "checkpoints" / "sspp.pt"
+SAMPLE_ZIP = REPO_ROOT / "sspp_unet_api" / "sample" / "sample_case.zip"
+
+
+def write_random_export(path: Path, arch: str = "sspp", base_width: int = 8, seed: int = 0) -> Path:
+    """A randomly initialised model export; base width 8 (the default) makes a tiny, fast model for tests."""
+    torch.manual_seed(seed)
+    config = ModelConfig(arch=arch, base_width=base_width)
+    return save_export(path, build_model(config), config, PreprocessConfig(), metrics={},
+                       info={"note": "random weights for tests"})
+
+
+def api_settings(data_dir: Path, checkpoint: Path, **overrides: object) -> Settings:
+    """Settings for tests: CPU, the given sspp checkpoint, small limits where a test does not override them."""
+    values: dict[str, object] = {"data_dir": data_dir, "checkpoints": {"sspp": checkpoint}, "device": "cpu",
+                                 "queue_timeout_seconds": 10.0}
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+def case_paths(files: CaseFiles) -> list[Path]:
+    return [*files.images.values(), *([files.seg] if files.seg is not None else [])]
+
+
+def zip_bytes(members: Iterable[tuple[str, bytes]], compression: int = zipfile.ZIP_STORED) -> bytes:
+    """A zip archive holding ``(name, data)`` members, in memory."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=compression) as archive:
+        for name, data in members:
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+def case_zip(cases: Iterable[CaseFiles]) -> bytes:
+    """A zip with one folder per case (``<case>/<file>``), as users send them."""
+    return zip_bytes((f"{c.case_id}/{p.name}", p.read_bytes()) for c in cases for p in case_paths(c))
+
+
+def multipart(files: Iterable[Path]) -> list[tuple[str, tuple[str, bytes, str]]]:
+    """The ``files`` form field holding ``files`` (for httpx / TestClient ``files=``)."""
+    return [("files", (p.name, p.read_bytes(), "application/octet-stream")) for p in files]
+
+
+def serve(env: dict[str, str], log: Path, timeout: float = 90.0) -> tuple[subprocess.Popen, str]:
+    """Start ``uvicorn sspp_unet_api.app.main:app`` on a free loopback port; returns the process and base URL.
+
+    The listening socket is bound here and handed to uvicorn (``--fd``), so there is no port race.
+    """
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(64)
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    full_env = {**os.environ, "OMP_NUM_THREADS": "1", **env}
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "sspp_unet_api.app.main:app", "--fd", str(sock.fileno()),
+             "--log-level", "info"],
+            cwd=REPO_ROOT, env=full_env, stdout=out, stderr=subprocess.STDOUT, pass_fds=[sock.fileno()],
+        )
+    sock.close()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"uvicorn exited with {process.returncode}:\n{log.read_text()}")
+        try:
+            if httpx.get(url + "/", timeout=2.0).status_code == 200:
+                return process, url
+        except httpx.TransportError:
+            time.sleep(0.2)
+    stop(process, log)
+    raise RuntimeError(f"uvicorn did not answer within {timeout} s:\n{log.read_text()}")
+
+
+def stop(process: subprocess.Popen, log: Path) -> bool:
+    """Ask the server to shut down (SIGTERM), killing it after 15 s; True if it shut down cleanly.
+
+    Uvicorn re-raises the signal after a graceful shutdown, so the exit status is -SIGTERM either way: the log
+    tells whether the lifespan's shutdown completed.
+    """
+    process.terminate()
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=15)
+        return False
+    text = log.read_text()
+    return "Application shutdown complete." in text and "Traceback" not in text

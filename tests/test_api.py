@@ -1,0 +1,357 @@
+"""The API's endpoints through TestClient: uploads, predictions, results, sample, deletion, TTL and busy slots."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+import threading
+import time
+import uuid
+import zipfile
+from datetime import datetime, timezone
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from api_support import SAMPLE_ZIP, api_settings, case_paths, case_zip, multipart, write_random_export
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from brats_core.cases import Case, CaseFiles, find_cases
+from brats_core.config import REGIONS, REPO_ROOT
+from brats_core.errors import ArtifactError, BratsError
+from brats_core.synth import make_synthetic_case, write_case
+from sspp_unet_api.app.config import Settings
+from sspp_unet_api.app.main import create_app
+
+SPACING = (1.2, 1.0, 2.0)
+
+
+class Oracle:
+    """Test-only model that returns the uploaded seg (zeros without one): volumes and metrics are known exactly."""
+
+    name = "sspp"
+
+    def predict(self, case: Case) -> np.ndarray:
+        return case.seg.copy() if case.seg is not None else np.zeros(case.shape, np.uint8)
+
+
+class Blocking(Oracle):
+    """Oracle that holds its inference slot until ``release`` is set."""
+
+    def __init__(self) -> None:
+        self.entered, self.release = threading.Event(), threading.Event()
+
+    def predict(self, case: Case) -> np.ndarray:
+        self.entered.set()
+        assert self.release.wait(30), "test never released the blocking model"
+        return super().predict(case)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def export(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_random_export(tmp_path_factory.mktemp("export") / "sspp.pt")
+
+
+@pytest.fixture(scope="module")
+def two_cases(synthetic_root: Path) -> list[CaseFiles]:
+    return find_cases(synthetic_root)[:2]
+
+
+@pytest.fixture(scope="module")
+def anisotropic_case(tmp_path_factory: pytest.TempPathFactory) -> CaseFiles:
+    """A synthetic case with a non-identity affine (rotation, anisotropic voxels, offset)."""
+    angle = np.deg2rad(10)
+    rotation = np.array([[np.cos(angle), -np.sin(angle), 0], [np.sin(angle), np.cos(angle), 0], [0, 0, 1]])
+    affine = np.eye(4)
+    affine[:3, :3] = rotation @ np.diag(SPACING)
+    affine[:3, 3] = (-30.0, 12.5, 7.0)
+    case = make_synthetic_case("aniso_case", shape=(48, 40, 24), affine=affine, seed=3)
+    return write_case(case, tmp_path_factory.mktemp("aniso"))
+
+
+@pytest.fixture()
+def client(tmp_path: Path, export: Path):
+    with TestClient(create_app(api_settings(tmp_path / "data", export))) as test_client:
+        yield test_client
+
+
+def oracle_client(tmp_path: Path, export: Path, segmenter: Oracle | None = None, **overrides) -> TestClient:
+    return TestClient(create_app(api_settings(tmp_path / "data", export, **overrides), segmenter or Oracle()))
+
+
+def upload(client: TestClient, files: list[CaseFiles] | CaseFiles) -> dict:
+    if isinstance(files, CaseFiles):
+        response = client.post("/upload", files=multipart(case_paths(files)))
+    else:
+        response = client.post("/upload", files=[("files", ("cases.zip", case_zip(files), "application/zip"))])
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def load_nifti_bytes(data: bytes, tmp_path: Path) -> nib.Nifti1Image:
+    path = tmp_path / f"{uuid.uuid4().hex}.nii.gz"
+    path.write_bytes(data)
+    return nib.load(path)
+
+
+# ---------------------------------------------------------------------------------------------------- health
+def test_health_reports_the_served_model(client: TestClient) -> None:
+    body = client.get("/").json()
+    assert body["status"] == "ok" and body["model"] == "sspp" and body["models"] == ["sspp"]
+    assert body["checkpoint"] == "sspp.pt" and body["device"] == "cpu"
+    assert body["version"] and body["inference_slots"] == 1 and body["active_inferences"] == 0
+
+
+def test_openapi_documents_every_endpoint(client: TestClient) -> None:
+    paths = client.get("/openapi.json").json()["paths"]
+    for path in ("/", "/upload", "/predict", "/download_sample", "/uploads/{upload_id}",
+                 "/predictions/{prediction_id}/segmentation", "/predictions/{prediction_id}/overlay"):
+        assert path in paths
+    assert set(paths["/predict"]["post"]["requestBody"]["content"]) == {"application/json", "multipart/form-data"}
+    assert client.get("/docs").status_code == 200
+
+
+# ---------------------------------------------------------------------------------------------------- upload
+def test_upload_zip_of_two_cases(client: TestClient, two_cases: list[CaseFiles], tmp_path: Path) -> None:
+    before = datetime.now(timezone.utc)
+    body = upload(client, two_cases)
+    assert uuid.UUID(body["upload_id"]).version == 4
+    assert [c["case_id"] for c in body["cases"]] == [c.case_id for c in two_cases]
+    for case in body["cases"]:
+        assert case == {"case_id": case["case_id"], "modalities": ["t1", "t1ce", "t2", "flair"],
+                        "shape": [48, 48, 32], "spacing_mm": [1.0, 1.0, 1.0], "has_segmentation": True}
+    expires = datetime.fromisoformat(body["expires_at"].replace("Z", "+00:00"))
+    assert 3590 < (expires - before).total_seconds() < 3610
+    assert (tmp_path / "data" / body["upload_id"] / "upload.json").is_file()
+    assert client.get(f"/uploads/{body['upload_id']}").json() == body
+
+
+def test_upload_loose_files_names_the_case_by_their_prefix(client: TestClient, tmp_path: Path) -> None:
+    case = make_synthetic_case("BraTS-GLI-00042-000", shape=(48, 48, 32), seed=1)
+    case.seg = None
+    files = write_case(case, tmp_path / "in", naming="brats2023")
+    body = upload(client, files)
+    assert [(c["case_id"], c["has_segmentation"]) for c in body["cases"]] == [("BraTS-GLI-00042-000", False)]
+
+
+# --------------------------------------------------------------------------------------------------- predict
+def test_predict_with_the_tiny_model_writes_the_label_map_in_the_input_geometry(
+    client: TestClient, anisotropic_case: CaseFiles, tmp_path: Path
+) -> None:
+    upload_id = upload(client, anisotropic_case)["upload_id"]
+    response = client.post("/predict", json={"upload_id": upload_id})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["case_id"] == "aniso_case" and body["model"] == "sspp" and body["device"] == "cpu"
+    assert body["shape"] == [48, 40, 24] and np.allclose(body["spacing_mm"], SPACING)
+    assert set(body["metrics"]) == set(REGIONS) and 0 < body["runtime_seconds"] <= body["total_seconds"]
+    reference = nib.load(anisotropic_case.images["t1"])
+    seg = client.get(body["urls"]["segmentation"])
+    assert seg.status_code == 200 and seg.headers["content-type"] == "application/gzip"
+    image = load_nifti_bytes(seg.content, tmp_path)
+    labels = np.asanyarray(image.dataobj)
+    assert labels.shape == (48, 40, 24) and labels.dtype == np.uint8
+    assert np.allclose(image.affine, reference.affine, atol=1e-5)
+    assert set(np.unique(labels)) <= {0, 1, 2, 4}
+    voxel_ml = np.prod(SPACING) / 1000.0
+    for region, values in REGIONS.items():
+        assert body["volumes_ml"][region] == pytest.approx(np.isin(labels, values).sum() * voxel_ml)
+    assert client.get(f"/predictions/{body['prediction_id']}").json() == body
+
+
+def test_volumes_and_metrics_are_exact_for_a_perfect_prediction(
+    tmp_path: Path, export: Path, anisotropic_case: CaseFiles
+) -> None:
+    with oracle_client(tmp_path, export) as client:
+        upload_id = upload(client, anisotropic_case)["upload_id"]
+        body = client.post("/predict", json={"upload_id": upload_id, "case_id": "aniso_case"}).json()
+    seg = np.asanyarray(nib.load(anisotropic_case.seg).dataobj)
+    for region, values in REGIONS.items():
+        assert body["volumes_ml"][region] == pytest.approx(np.isin(seg, values).sum() * np.prod(SPACING) / 1000)
+        assert body["metrics"][region] == {"dice": 1.0, "hd95_mm": 0.0, "sensitivity": 1.0, "specificity": 1.0}
+
+
+def test_predict_one_shot_multipart(client: TestClient, two_cases: list[CaseFiles]) -> None:
+    response = client.post("/predict", files=multipart(case_paths(two_cases[1])), data={"model": "sspp"})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["case_id"] == two_cases[1].case_id and body["metrics"] is not None
+    cases = client.get(f"/uploads/{body['upload_id']}").json()["cases"]
+    assert [c["case_id"] for c in cases] == [two_cases[1].case_id]
+
+
+def test_predict_picks_a_case_of_a_multi_case_upload(
+    tmp_path: Path, export: Path, two_cases: list[CaseFiles]
+) -> None:
+    with oracle_client(tmp_path, export) as client:
+        upload_id = upload(client, two_cases)["upload_id"]
+        ambiguous = client.post("/predict", json={"upload_id": upload_id})
+        assert ambiguous.status_code == 422 and "case_id" in ambiguous.json()["detail"]
+        unknown = client.post("/predict", json={"upload_id": upload_id, "case_id": "nope"})
+        assert unknown.status_code == 404 and "nope" in unknown.json()["detail"]
+        chosen = client.post("/predict", json={"upload_id": upload_id, "case_id": two_cases[1].case_id})
+        assert chosen.status_code == 200 and chosen.json()["case_id"] == two_cases[1].case_id
+
+
+def test_model_field_picks_an_allowed_model(
+    tmp_path: Path, export: Path, two_cases: list[CaseFiles]
+) -> None:
+    unet = write_random_export(tmp_path / "unet.pt", arch="unet")
+    settings = api_settings(tmp_path / "data", export, allowed_models=("sspp", "unet"),
+                            checkpoints={"sspp": export, "unet": unet})
+    with TestClient(create_app(settings)) as client:
+        assert client.get("/").json()["models"] == ["sspp", "unet"]
+        upload_id = upload(client, two_cases[0])["upload_id"]
+        response = client.post("/predict", json={"upload_id": upload_id, "model": "unet"})
+        assert response.status_code == 200 and response.json()["model"] == "unet"
+        for model in ("naive", "no-such-model"):
+            refused = client.post("/predict", json={"upload_id": upload_id, "model": model})
+            assert refused.status_code == 422 and "not served" in refused.json()["detail"]
+
+
+def test_models_with_pickled_artifacts_are_never_served(tmp_path: Path, export: Path) -> None:
+    with pytest.raises(BratsError, match="pickle"):
+        create_app(api_settings(tmp_path, export, allowed_models=("sspp", "ridge")))
+
+
+# --------------------------------------------------------------------------------------------------- results
+def test_overlay_png(tmp_path: Path, export: Path, anisotropic_case: CaseFiles) -> None:
+    with oracle_client(tmp_path, export) as client:
+        upload_id = upload(client, anisotropic_case)["upload_id"]
+        prediction = client.post("/predict", json={"upload_id": upload_id}).json()
+        url = prediction["urls"]["overlay"]
+        for params, size in (({}, (48, 40)), ({"axis": "coronal", "index": 3}, (48, 24)),
+                             ({"axis": "sagittal", "index": 47}, (40, 24))):
+            response = client.get(url, params=params)
+            assert response.status_code == 200 and response.headers["content-type"] == "image/png"
+            picture = Image.open(io.BytesIO(response.content))
+            assert picture.size == size and picture.mode == "RGB"
+        colours = np.asarray(Image.open(io.BytesIO(client.get(url).content))).reshape(-1, 3)
+        assert (colours[:, 0] != colours[:, 1]).any(), "the default slice shows the tumour in colour"
+        for params in ({"index": 24}, {"index": -1}, {"axis": "oblique"}):
+            bad = client.get(url, params=params)
+            assert bad.status_code == 422, params
+
+
+def test_download_sample_is_the_committed_zip(client: TestClient) -> None:
+    first, second = client.get("/download_sample"), client.get("/download_sample")
+    assert first.status_code == 200 and first.headers["content-type"] == "application/zip"
+    assert first.content == second.content == SAMPLE_ZIP.read_bytes()
+    names = zipfile.ZipFile(io.BytesIO(first.content)).namelist()
+    case_id = names[0].split("/")[0]
+    assert sorted(names) == [f"{case_id}/{case_id}_{m}.nii.gz" for m in ("flair", "seg", "t1", "t1ce", "t2")]
+    attribution = (SAMPLE_ZIP.parent / "ATTRIBUTION.md").read_text()
+    assert case_id in attribution and "Menze" in attribution and "1811.02629" in attribution
+
+
+def test_delete_removes_the_upload_and_its_predictions(
+    tmp_path: Path, export: Path, two_cases: list[CaseFiles]
+) -> None:
+    with oracle_client(tmp_path, export) as client:
+        upload_id = upload(client, two_cases[0])["upload_id"]
+        prediction_id = client.post("/predict", json={"upload_id": upload_id}).json()["prediction_id"]
+        assert client.delete(f"/uploads/{upload_id}").status_code == 204
+        assert not (tmp_path / "data" / upload_id).exists()
+        for path in (f"/uploads/{upload_id}", f"/predictions/{prediction_id}",
+                     f"/predictions/{prediction_id}/segmentation"):
+            assert client.get(path).status_code == 404
+        assert client.delete(f"/uploads/{upload_id}").status_code == 404
+
+
+# --------------------------------------------------------------------------------------- lifetime and load
+def test_uploads_expire_and_the_sweeper_deletes_them(
+    tmp_path: Path, export: Path, two_cases: list[CaseFiles]
+) -> None:
+    with oracle_client(tmp_path, export, ttl_seconds=1.0, cleanup_interval_seconds=0.1) as client:
+        upload_id = upload(client, two_cases[0])["upload_id"]
+        prediction_id = client.post("/predict", json={"upload_id": upload_id}).json()["prediction_id"]
+        assert client.get(f"/predictions/{prediction_id}/segmentation").status_code == 200
+        deadline = time.monotonic() + 10
+        while (tmp_path / "data" / upload_id).exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not (tmp_path / "data" / upload_id).exists()
+        assert client.get(f"/uploads/{upload_id}").status_code == 404
+        assert client.get(f"/predictions/{prediction_id}/segmentation").status_code == 404
+
+
+def test_full_storage_refuses_uploads_with_503(
+    tmp_path: Path, export: Path, two_cases: list[CaseFiles]
+) -> None:
+    with oracle_client(tmp_path, export, max_disk_bytes=1) as client:
+        upload(client, two_cases[0])
+        refused = client.post("/upload", files=multipart(case_paths(two_cases[1])))
+        assert refused.status_code == 503 and int(refused.headers["retry-after"]) >= 1
+
+
+def test_health_answers_while_predicting_and_a_full_queue_gets_503(
+    tmp_path: Path, export: Path, two_cases: list[CaseFiles]
+) -> None:
+    model = Blocking()
+    with oracle_client(tmp_path, export, model, queue_timeout_seconds=0.3) as client:
+        upload_id = upload(client, two_cases[0])["upload_id"]
+        results: list = []
+        worker = threading.Thread(
+            target=lambda: results.append(client.post("/predict", json={"upload_id": upload_id})))
+        worker.start()
+        try:
+            assert model.entered.wait(20)
+            start = time.perf_counter()
+            health = client.get("/")
+            assert health.status_code == 200 and health.json()["active_inferences"] == 1
+            assert time.perf_counter() - start < 2.0
+            busy = client.post("/predict", json={"upload_id": upload_id})
+            assert busy.status_code == 503 and int(busy.headers["retry-after"]) >= 1
+            assert "busy" in busy.json()["detail"]
+            one_shot = client.post("/predict", files=multipart(case_paths(two_cases[1])))
+            assert one_shot.status_code == 503
+            assert [p.name for p in (tmp_path / "data").iterdir()] == [upload_id], "one-shot upload discarded"
+        finally:
+            model.release.set()
+            worker.join(30)
+        assert results[0].status_code == 200
+
+
+# ---------------------------------------------------------------------------------------- start-up, settings
+def test_missing_checkpoint_stops_the_start_with_a_clear_message(tmp_path: Path) -> None:
+    missing = tmp_path / "no" / "sspp.pt"
+    with pytest.raises(ArtifactError, match="checkpoint of model 'sspp' not found"), \
+            TestClient(create_app(api_settings(tmp_path / "data", missing))):
+        pass
+    env = {**os.environ, "BRATS_CHECKPOINT": str(missing), "BRATS_DEVICE": "cpu", "BRATS_PORT": "1",
+           "BRATS_DATA_DIR": str(tmp_path / "data")}
+    result = subprocess.run([sys.executable, "sspp_unet_api/app/main.py"], cwd=REPO_ROOT, env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    assert f"checkpoint of model 'sspp' not found: {missing}" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_settings_from_environment(tmp_path: Path) -> None:
+    settings = Settings.from_env({
+        "BRATS_PORT": "9001", "BRATS_ALLOWED_MODELS": "unet, naive", "BRATS_CHECKPOINT": "/x/sspp.pt",
+        "BRATS_CHECKPOINT_UNET": "/x/unet.pt", "BRATS_CORS_ORIGINS": "https://a.org,https://b.org",
+        "BRATS_MAX_REQUEST_BYTES": "1000", "BRATS_TTL_SECONDS": "2.5", "BRATS_API_KEY": "k", "BRATS_HOST": "",
+    })
+    assert settings.port == 9001 and settings.host == "0.0.0.0"
+    assert settings.allowed_models == ("sspp", "unet", "naive")
+    assert settings.checkpoint("sspp") == Path("/x/sspp.pt") and settings.checkpoint("unet") == Path("/x/unet.pt")
+    assert settings.checkpoint("naive") is None
+    assert settings.cors_origins == ("https://a.org", "https://b.org")
+    assert settings.max_request_bytes == 1000 and settings.ttl_seconds == 2.5 and settings.api_key == "k"
+    for env, message in (({"BRATS_PORT": "http"}, "not a number"), ({"BRATS_DEVICE": "tpu"}, "auto, cpu or cuda"),
+                         ({"BRATS_MAX_ZIP_MEMBERS": "0"}, "must be positive")):
+        with pytest.raises(BratsError, match=message):
+            Settings.from_env(env)
