@@ -1,0 +1,179 @@
+"""``make demo``: start the API and the UI together, print both URLs, stop both on Ctrl-C.
+
+``python -m streamlit_app.demo [--api-port 8000] [--ui-port 8501] [--host 127.0.0.1]``. The API serves the
+shipped checkpoint (``BRATS_CHECKPOINT`` overrides it) and the bundled sample; the UI talks to that API.
+Both run as child processes; Ctrl-C or SIGTERM stops them (terminate, wait, then kill).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from brats_core.config import REPO_ROOT
+from brats_core.errors import BratsError
+from sspp_unet_api.app.config import Settings
+from streamlit_app.api_client import API_URL_ENV
+
+APP = Path(__file__).resolve().parent / "app.py"
+#: Seconds both services get to answer after start (loading torch and the model takes a few seconds).
+START_TIMEOUT_S = 120.0
+#: Seconds a child gets to exit after SIGTERM before it is killed.
+STOP_TIMEOUT_S = 10.0
+
+
+class _Stop(Exception):
+    """Raised by the signal handler to leave the wait loop."""
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def _url_host(host: str) -> str:
+    """Host to put in a URL: a wildcard bind address is reachable on loopback; IPv6 literals get brackets."""
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+    return f"[{host}]" if ":" in host else host
+
+
+def _port_in_use(host: str, port: int) -> bool:
+    try:
+        with socket.create_server((host, port)):
+            return False
+    except OSError:
+        return True
+
+
+def _commands(host: str, api_port: int, ui_port: int) -> tuple[list[str], list[str]]:
+    api = [sys.executable, "-m", "sspp_unet_api.app.main", "--host", host, "--port", str(api_port)]
+    ui = [
+        sys.executable, "-m", "streamlit", "run", str(APP),
+        "--server.headless", "true", "--server.address", host, "--server.port", str(ui_port),
+        "--browser.gatherUsageStats", "false", "--client.toolbarMode", "minimal",
+        "--server.fileWatcherType", "none",
+    ]  # fmt: skip
+    return api, ui
+
+
+def stop(processes: list[subprocess.Popen]) -> None:
+    """Terminate every child, wait up to :data:`STOP_TIMEOUT_S`, kill what is left."""
+    for process in processes:
+        if process.poll() is None:
+            process.terminate()
+    deadline = time.monotonic() + STOP_TIMEOUT_S
+    for process in processes:
+        try:
+            process.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _wait_until_up(processes: dict[str, subprocess.Popen], urls: dict[str, str]) -> None:
+    """Poll the health URLs until both answer; raise BratsError if a child exits or time runs out."""
+    deadline = time.monotonic() + START_TIMEOUT_S
+    pending = dict(urls)
+    while pending:
+        for name, url in list(pending.items()):
+            code = processes[name].poll()
+            if code is not None:
+                raise BratsError(
+                    f"the {name} exited with code {code} while starting (see its messages above)"
+                )
+            if _answers(url):
+                del pending[name]
+        if pending and time.monotonic() > deadline:
+            raise BratsError(f"{' and '.join(pending)} did not answer within {START_TIMEOUT_S:.0f} s")
+        time.sleep(0.3)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="make demo", description="Start the segmentation API and the UI.")
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="interface both services bind (default 127.0.0.1)"
+    )
+    parser.add_argument("--api-port", type=int, default=8000)
+    parser.add_argument("--ui-port", type=int, default=8501)
+    args = parser.parse_args(argv)
+
+    try:
+        settings = Settings.from_env()
+    except BratsError as exc:
+        print(f"demo: error: {exc}", file=sys.stderr)
+        return 2
+    checkpoint = settings.checkpoint(settings.model)
+    if not checkpoint.is_file():
+        print(
+            f"demo: error: the model checkpoint {checkpoint} is missing.\n"
+            f"Train one with `.venv/bin/brats train {settings.model} --data DATA_DIR --export {checkpoint}`, "
+            "or point BRATS_CHECKPOINT at an existing export.",
+            file=sys.stderr,
+        )
+        return 2
+
+    busy = [
+        f"{name} port {port}"
+        for name, port in (("API", args.api_port), ("UI", args.ui_port))
+        if _port_in_use(args.host, port)
+    ]
+    if busy:
+        print(
+            f"demo: error: {' and '.join(busy)} already in use; pick others with --api-port/--ui-port",
+            file=sys.stderr,
+        )
+        return 2
+    host = _url_host(args.host)
+    api_url, ui_url = f"http://{host}:{args.api_port}", f"http://{host}:{args.ui_port}"
+    env = {**os.environ, API_URL_ENV: api_url}
+    api_cmd, ui_cmd = _commands(args.host, args.api_port, args.ui_port)
+
+    def on_signal(signum: int, frame: object) -> None:
+        raise _Stop
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    processes: dict[str, subprocess.Popen] = {}
+    code = 0
+    try:
+        # Own process groups: a Ctrl-C reaches only this script, which then stops the children in order.
+        processes["API"] = subprocess.Popen(api_cmd, cwd=REPO_ROOT, env=env, start_new_session=True)
+        processes["UI"] = subprocess.Popen(ui_cmd, cwd=REPO_ROOT, env=env, start_new_session=True)
+        _wait_until_up(processes, {"API": f"{api_url}/", "UI": f"{ui_url}/_stcore/health"})
+        print(
+            f"\nAPI: {api_url}  (docs: {api_url}/docs)\nUI:  {ui_url}\nPress Ctrl-C to stop both.\n",
+            flush=True,
+        )
+        while all(p.poll() is None for p in processes.values()):
+            time.sleep(0.5)
+        exited = next(name for name, p in processes.items() if p.poll() is not None)
+        print(
+            f"demo: the {exited} stopped (exit code {processes[exited].returncode}); stopping the rest.",
+            file=sys.stderr,
+        )
+        code = 1
+    except _Stop:
+        print("\ndemo: stopping the API and the UI…", flush=True)
+    except BratsError as exc:
+        print(f"demo: error: {exc}", file=sys.stderr)
+        code = 1
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        stop(list(processes.values()))
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

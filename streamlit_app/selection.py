@@ -1,0 +1,139 @@
+"""The user's file selection read locally: saved once to a private temporary folder, its cases loaded lazily.
+
+The images shown in the UI come from these local files; only the predicted segmentation comes back from the
+API. A selection is identified by the SHA-256 of its names and bytes, so a rerun never reloads or re-uploads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import tempfile
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path, PurePath
+
+import nibabel as nib
+import numpy as np
+
+from brats_core.cases import Case, CaseFiles, find_cases, load_case, safe_extract_zip
+from brats_core.config import LABELS
+from brats_core.errors import BratsError
+
+#: One chosen file: (name as the user's browser gave it, content).
+NamedBytes = tuple[str, bytes]
+
+
+def selection_digest(files: Sequence[NamedBytes]) -> str:
+    """SHA-256 over the sorted (name, content) pairs: equal selections have equal digests."""
+    digest = hashlib.sha256()
+    for name, data in sorted(files, key=lambda item: item[0]):
+        digest.update(name.encode() + b"\0" + len(data).to_bytes(8, "little"))
+        digest.update(data)
+    return digest.hexdigest()
+
+
+def _safe_name(name: str) -> str:
+    """The base name of a user-given file name (no folders, no hidden files), for writing it in our folder."""
+    base = PurePath(name.replace("\\", "/")).name.lstrip(".")
+    if not base:
+        raise BratsError(f"{name!r}: not a usable file name")
+    return base
+
+
+@dataclass
+class LocalSelection:
+    """The files of one selection in a temporary folder (removed by :meth:`close` or garbage collection)."""
+
+    digest: str
+    names: list[str]
+    cases: dict[str, CaseFiles]
+    _folder: tempfile.TemporaryDirectory = field(repr=False)
+
+    @classmethod
+    def open(cls, files: Sequence[NamedBytes]) -> LocalSelection:
+        """Save ``files`` (one .zip, or the NIfTI files of one case) and find their cases.
+
+        Raises :class:`BratsError` naming the file and the problem (bad zip, missing modality, ...).
+        """
+        if not files:
+            raise BratsError("no file selected")
+        folder = tempfile.TemporaryDirectory(prefix="brats_ui_")
+        try:
+            root = Path(folder.name)
+            zips = [name for name, _ in files if name.lower().endswith(".zip")]
+            if zips and len(files) > 1:
+                raise BratsError(
+                    f"{zips[0]}: choose either one .zip or the NIfTI files of one case, not both"
+                )
+            if zips:
+                archive = root / _safe_name(zips[0])
+                archive.write_bytes(files[0][1])
+                target = root / "files" / archive.stem
+                safe_extract_zip(archive, target)
+                archive.unlink()
+            else:
+                target = root / "files" / "case"
+                target.mkdir(parents=True)
+                for name, data in files:
+                    path = target / _safe_name(name)
+                    if path.exists():
+                        raise BratsError(f"{name}: two files with this name were chosen")
+                    path.write_bytes(data)
+            found = find_cases(target)
+        except BaseException:
+            folder.cleanup()
+            raise
+        return cls(
+            digest=selection_digest(files),
+            names=[name for name, _ in files],
+            cases={case.case_id: case for case in found},
+            _folder=folder,
+        )
+
+    def load(self, case_id: str) -> Case:
+        """Load one case of the selection (validated geometry and labels)."""
+        return load_case(self.cases[case_id])
+
+    def close(self) -> None:
+        """Remove the temporary folder."""
+        self._folder.cleanup()
+
+
+def match_case(local_ids: Sequence[str], server_id: str) -> str | None:
+    """The local case shown for the server's ``server_id``: the same id, or the only case on both sides.
+
+    A single case can be named differently (the server may name a case by its file prefix where the local
+    folder gives its own name), so a lone case is paired whatever its name.
+    """
+    if server_id in local_ids:
+        return server_id
+    return local_ids[0] if len(local_ids) == 1 else None
+
+
+def read_segmentation(data: bytes, shape: tuple[int, int, int]) -> np.ndarray:
+    """Decode the API's ``.nii.gz`` label map into uint8 labels 0/1/2/4 of the case's ``shape``.
+
+    Decompression is bounded by the size such a map can have, so a forged answer cannot exhaust memory.
+    """
+    name = "segmentation from the API"
+    limit = int(np.prod(shape)) * 8 + 1024**2
+    try:
+        if data[:2] == b"\x1f\x8b":
+            inflater = zlib.decompressobj(wbits=31)
+            raw = inflater.decompress(data, limit)
+            if inflater.unconsumed_tail:
+                raise BratsError(f"{name}: decompresses to more than a label map of shape {shape} can hold")
+        else:
+            raw = data
+        labels = np.asanyarray(nib.Nifti1Image.from_stream(io.BytesIO(raw)).dataobj)
+    except BratsError:
+        raise
+    except Exception as exc:  # zlib/nibabel raise many types for a bad file
+        raise BratsError(f"{name}: not a readable NIfTI file ({type(exc).__name__}: {exc})") from exc
+    if labels.shape != tuple(shape):
+        raise BratsError(f"{name}: shape {labels.shape} differs from the case shape {tuple(shape)}")
+    if not np.isin(labels, LABELS).all():
+        raise BratsError(f"{name}: holds values other than the labels {LABELS}")
+    return labels.astype(np.uint8)

@@ -1,0 +1,414 @@
+"""The Streamlit UI: viewer maths, local file handling, the API client, and the app's flows through AppTest.
+
+The flows run the real API (``create_app``) on a loopback port with a fake segmenter (it returns the true
+mask) and a 48 x 48 x 32 synthetic sample, so that every request really goes over HTTP.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import threading
+import zipfile
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import requests
+from streamlit.testing.v1 import AppTest
+from streamlit_support import FakeSegmenter, case_zip, free_port, serve_api, synthetic_zip
+
+from brats_core.config import LABEL_NAMES, REPO_ROOT
+from brats_core.errors import BratsError
+from brats_core.synth import make_synthetic_case, write_case
+from sspp_unet_api.app.config import Settings
+from streamlit_app import viewer
+from streamlit_app.api_client import ApiClient, ApiError, Timeouts, default_api_url
+from streamlit_app.selection import LocalSelection, match_case, read_segmentation, selection_digest
+
+APP = REPO_ROOT / "streamlit_app" / "app.py"
+SHAPE = (48, 48, 32)
+
+
+# ------------------------------------------------------------------------------------------------- viewer
+def test_to_ras_undoes_flipped_and_permuted_axes():
+    volume = np.arange(4 * 5 * 6).reshape(4, 5, 6)
+    ras = volume.transpose(1, 0, 2)[::-1]  # stored as (-y, x, z): axis 0 runs posterior, axis 1 runs right
+    affine = np.array([[0, 1, 0, 0], [-1, 0, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]], dtype=float)
+    np.testing.assert_array_equal(viewer.to_ras(ras, affine), volume)
+    stacked = viewer.to_ras(np.stack([ras, ras + 1]), affine)
+    np.testing.assert_array_equal(stacked, np.stack([volume, volume + 1]))
+
+
+def test_extract_slice_orientation_and_clipping():
+    volume = np.zeros((4, 5, 6))
+    volume[3, 4, 2] = 1  # right, anterior, superior corner of slice z=2
+    axial = viewer.extract_slice(volume, "axial", 2)
+    assert axial.shape == (5, 4)
+    assert axial[0, 0] == 1  # anterior at the top, patient's right on the image's left (radiological)
+    assert viewer.extract_slice(volume, "coronal", 4).shape == (6, 4)
+    assert viewer.extract_slice(volume, "sagittal", 99).shape == (6, 5)  # index clipped to the last slice
+    assert viewer.extract_slice(volume, "sagittal", 3)[-1 - 2, 0] == 1  # superior up, anterior left
+
+
+def test_largest_tumour_slice_per_plane_and_empty_volume():
+    labels = np.zeros((10, 12, 14), dtype=np.uint8)
+    labels[2, 3:9, 4:10] = 2
+    labels[6, 5, 5] = 4
+    assert viewer.largest_tumour_slice(labels, "sagittal") == 2
+    assert viewer.largest_tumour_slice(labels, "coronal") == 5
+    assert viewer.largest_tumour_slice(np.zeros_like(labels), "axial") == 7  # none: the middle slice
+    slab = np.zeros_like(labels)
+    slab[:, :, 3:8] = 1
+    assert viewer.largest_tumour_slice(slab, "axial") == 5  # ties: the middle of the slab
+
+
+def test_grey_levels_use_the_window():
+    image = np.array([[0.0, 50.0], [100.0, 200.0]])
+    np.testing.assert_array_equal(viewer.to_grey(image, (50.0, 150.0)), [[0, 0], [127, 255]])
+    volume = np.zeros((8, 8, 8), dtype=np.float32)
+    assert viewer.intensity_window(volume) == (0.0, 1.0)
+    volume[2:6, 2:6, 2:6] = 7.0
+    low, high = viewer.intensity_window(volume)
+    assert low == 7.0 and high > low
+
+
+def test_colours_overlay_and_legend_share_one_colour_map():
+    labels = np.array([[0, 1], [2, 4]], dtype=np.uint8)
+    rgb = viewer.labels_rgb(labels)
+    assert rgb[0, 0].tolist() == [0, 0, 0]
+    assert [tuple(rgb[0, 1]), tuple(rgb[1, 0]), tuple(rgb[1, 1])] == [
+        viewer.LABEL_COLOURS[k] for k in (1, 2, 4)
+    ]
+    assert {tuple(c) for c in viewer.labels_rgb(labels, binary=True)[labels > 0]} == {
+        viewer.WHOLE_TUMOUR_COLOUR
+    }
+    grey = np.full((2, 2), 100, dtype=np.uint8)
+    blended = viewer.overlay(grey, labels, alpha=0.5)
+    assert blended[0, 0].tolist() == [100, 100, 100]  # background keeps the grey level
+    expected = np.round((100 + np.asarray(viewer.LABEL_COLOURS[4])) / 2)
+    np.testing.assert_array_equal(blended[1, 1], expected)
+    assert [name for name, _ in viewer.legend()] == [LABEL_NAMES[k] for k in (1, 2, 4)]
+    assert viewer.legend(binary=True) == [(viewer.WHOLE_TUMOUR_NAME, viewer.WHOLE_TUMOUR_COLOUR)]
+    assert all(name in viewer.legend_html() for name in ("NCR/NET", "ED", "ET"))
+
+
+# ------------------------------------------------------------------------------------------ local files
+@pytest.fixture(scope="module")
+def case_files(tmp_path_factory):
+    case = make_synthetic_case("synth_local", shape=SHAPE, seed=5)
+    files = write_case(case, tmp_path_factory.mktemp("local"))
+    named = [(p.name, p.read_bytes()) for p in [*files.images.values(), files.seg]]
+    return case, named
+
+
+def test_selection_digest_ignores_order_and_sees_content():
+    a, b = ("a.nii.gz", b"1"), ("b.nii.gz", b"2")
+    assert selection_digest([a, b]) == selection_digest([b, a])
+    assert selection_digest([a, b]) != selection_digest([a, ("b.nii.gz", b"3")])
+    assert selection_digest([("ab", b"")]) != selection_digest([("a", b"b")])
+
+
+def test_local_selection_from_nifti_files_and_from_zip(case_files, tmp_path):
+    case, named = case_files
+    selection = LocalSelection.open(named)
+    folder = Path(selection._folder.name)
+    [case_id] = selection.cases
+    loaded = selection.load(case_id)
+    np.testing.assert_array_equal(loaded.seg, case.seg)
+    assert selection.digest == selection_digest(named)
+    selection.close()
+    assert not folder.exists()
+
+    zipped = LocalSelection.open([("upload.zip", case_zip(case, tmp_path))])
+    assert list(zipped.cases) == ["synth_local"]
+    np.testing.assert_allclose(zipped.load("synth_local").images, case.images)
+    zipped.close()
+
+
+@pytest.mark.parametrize(
+    ("files", "message"),
+    [
+        ([], "no file selected"),
+        ([("a.zip", b"PK"), ("x_t1.nii.gz", b"")], "either one .zip or the NIfTI files"),
+        ([("broken.zip", b"not a zip")], "not a valid zip"),
+        ([("x_t1.nii.gz", b"1"), ("x_t1.nii.gz", b"2")], "two files with this name"),
+        ([("..", b"1")], "not a usable file name"),
+    ],
+)
+def test_local_selection_rejects_bad_input(files, message):
+    with pytest.raises(BratsError, match=message):
+        LocalSelection.open(files)
+
+
+def test_local_selection_names_the_missing_modality(case_files):
+    _, named = case_files
+    with pytest.raises(BratsError, match="missing modality flair"):
+        LocalSelection.open([item for item in named if "_flair" not in item[0]])
+
+
+def test_match_case_pairs_by_id_or_a_lone_case():
+    assert match_case(["a", "b"], "b") == "b"
+    assert match_case(["case"], "BraTS_001") == "case"
+    assert match_case(["a", "b"], "c") is None
+
+
+def _nifti_bytes(labels: np.ndarray) -> bytes:
+    return gzip.compress(nib.Nifti1Image(labels, np.eye(4)).to_bytes())
+
+
+def test_read_segmentation_checks_what_the_api_sent():
+    labels = np.zeros((6, 7, 8), dtype=np.uint8)
+    labels[1:3, 2:4, 3:5] = 4
+    np.testing.assert_array_equal(read_segmentation(_nifti_bytes(labels), (6, 7, 8)), labels)
+    with pytest.raises(BratsError, match="differs from the case shape"):
+        read_segmentation(_nifti_bytes(labels), (6, 7, 9))
+    with pytest.raises(BratsError, match="not a readable NIfTI"):
+        read_segmentation(b"\x1f\x8bgarbage", (6, 7, 8))
+    with pytest.raises(BratsError, match="other than the labels"):
+        read_segmentation(_nifti_bytes(labels + 3), (6, 7, 8))
+    with pytest.raises(BratsError, match="decompresses to more"):
+        read_segmentation(gzip.compress(bytes(10_000_000)), (6, 7, 8))
+
+
+# --------------------------------------------------------------------------------------------- the API
+@pytest.fixture(scope="module")
+def sample_zip(tmp_path_factory) -> Path:
+    return synthetic_zip(tmp_path_factory.mktemp("sample"), shape=SHAPE)
+
+
+@pytest.fixture(scope="module")
+def api(tmp_path_factory, sample_zip):
+    """The real API with a fake segmenter: (base URL, request counter)."""
+    settings = Settings(data_dir=tmp_path_factory.mktemp("api"), sample_zip=sample_zip)
+    with serve_api(settings, FakeSegmenter()) as served:
+        yield served
+
+
+@pytest.fixture(scope="module")
+def keyed_api(tmp_path_factory, sample_zip):
+    settings = Settings(data_dir=tmp_path_factory.mktemp("api_key"), sample_zip=sample_zip, api_key="secret")
+    with serve_api(settings, FakeSegmenter()) as served:
+        yield served
+
+
+@pytest.fixture()
+def slow_api(tmp_path, sample_zip):
+    """An API whose predictions wait until the test ends."""
+    hold = threading.Event()
+    with serve_api(Settings(data_dir=tmp_path / "api", sample_zip=sample_zip), FakeSegmenter(hold)) as served:
+        yield served
+        hold.set()
+
+
+def test_client_round_trip(api, case_files):
+    url, _ = api
+    client = ApiClient(url)
+    assert client.health()["status"] == "ok"
+    _, named = case_files
+    answer = client.upload(named)
+    [case] = answer["cases"]
+    assert case["shape"] == list(SHAPE) and case["has_segmentation"]
+    result = client.predict(answer["upload_id"], case["case_id"])
+    assert result["metrics"]["WT"]["dice"] == 1.0
+    labels = read_segmentation(client.segmentation(result["prediction_id"]), SHAPE)
+    assert labels.any()
+    assert zipfile.is_zipfile(io.BytesIO(client.download_sample()))
+    client.delete_upload(answer["upload_id"])
+    with pytest.raises(ApiError, match="not found") as error:
+        client.predict(answer["upload_id"])
+    assert error.value.status == 404
+
+
+def test_client_errors_are_readable(api, keyed_api):
+    url, _ = api
+    with pytest.raises(ApiError, match=r"notes.txt. is neither a \.zip nor a NIfTI file.*\(HTTP 422\)$"):
+        ApiClient(url).upload([("notes.txt", b"hello")])
+    with pytest.raises(ApiError, match=r"upload_id: Field required \(HTTP 422\)"):
+        ApiClient(url)._json("POST", "/predict", 5, json={})
+    with pytest.raises(ApiError, match="Check the API key") as error:
+        ApiClient(keyed_api[0], "wrong").download_sample()
+    assert error.value.status == 401
+    assert ApiClient(keyed_api[0], "secret").download_sample()
+    with pytest.raises(ApiError, match="Cannot reach the API"):
+        ApiClient(f"http://127.0.0.1:{free_port()}").health()
+    with pytest.raises(ApiError, match="must start with http"):
+        ApiClient("localhost:8000").health()
+
+
+def test_client_timeout(slow_api, case_files):
+    url, _ = slow_api
+    client = ApiClient(url, timeouts=Timeouts(connect=5, health=5, long=1.0))
+    answer = client.upload(case_files[1])
+    with pytest.raises(ApiError, match="did not answer within 1 s"):
+        client.predict(answer["upload_id"])
+
+
+def test_timeouts_and_url_from_the_environment(monkeypatch):
+    monkeypatch.setenv("BRATS_API_TIMEOUT", "2.5")
+    assert Timeouts.from_env() == Timeouts(connect=2.5, health=2.5, long=2.5)
+    monkeypatch.setenv("BRATS_API_TIMEOUT", "soon")
+    assert Timeouts.from_env() == Timeouts()
+    monkeypatch.setenv("BRATS_API_URL", "http://api.example:9000")
+    assert default_api_url() == "http://api.example:9000"
+    monkeypatch.delenv("BRATS_API_URL")
+    assert default_api_url() == "http://127.0.0.1:8000"
+
+
+def test_the_ui_never_unpickles():
+    for path in (REPO_ROOT / "streamlit_app").glob("*.py"):
+        source = path.read_text()
+        assert not any(word in source for word in ("import pickle", "joblib", "torch.load", "np.load")), path
+
+
+# ----------------------------------------------------------------------------------------------- the app
+def _app(url: str, monkeypatch: pytest.MonkeyPatch, timeout: float | None = None) -> AppTest:
+    monkeypatch.setenv("BRATS_API_URL", url)
+    monkeypatch.delenv("BRATS_API_KEY", raising=False)
+    if timeout is not None:
+        monkeypatch.setenv("BRATS_API_TIMEOUT", str(timeout))
+    at = AppTest.from_file(str(APP), default_timeout=60)
+    at.run()
+    assert not at.exception
+    return at
+
+
+def _errors(at: AppTest) -> list[str]:
+    return [e.value for e in at.error] + [e.value for e in at.sidebar.error]
+
+
+def test_app_shows_health_then_sample_prediction_and_viewer(api, monkeypatch):
+    url, app = api
+    sent = app.requests.copy()
+    at = _app(url, monkeypatch)
+    assert "model **sspp** on **cpu**" in at.sidebar.success[0].value
+    assert "try the sample" in at.info[0].value.lower()
+
+    at.button(key="take_sample").click().run()
+    assert not at.exception and not _errors(at)
+    assert at.table[0].value.index.tolist() == ["synth_ui"]
+    assert at.get("download_button")[0].label == "Download the sample zip"
+    images = at.get("image")
+    assert [img.proto.imgs[0].caption for img in images] == [
+        "T1",
+        "T1ce",
+        "T2",
+        "FLAIR",
+        "True mask",
+        "Overlay: true mask on FLAIR",
+    ]
+
+    at.button(key="run").click().run()
+    assert not at.exception and not _errors(at)
+    volumes, metrics = at.table[1].value, at.table[2].value
+    assert volumes.index.tolist() == ["WT", "TC", "ET"] and float(volumes.iloc[0, 0]) > 0
+    assert metrics.loc["WT", "Dice"] == "1.000" and metrics.loc["ET", "HD95 (mm)"] == "0.00"
+    captions = [img.proto.imgs[0].caption for img in at.get("image")]
+    assert captions[4:] == ["True mask", "Predicted mask", "Overlay: prediction on FLAIR"]
+    assert [b.label for b in at.get("download_button")][-1] == "Download the predicted segmentation (.nii.gz)"
+    slider = at.slider[0]
+    assert slider.value == viewer.largest_tumour_slice(_sample_labels(), "axial")
+    assert any("NCR/NET" in m.value for m in at.markdown)
+
+    # Moving the slider, changing the plane and the binary switch send nothing to the API.
+    before = dict(app.requests)
+    slider.set_value(3).run()
+    at.radio(key="plane").set_value("coronal").run()
+    at.toggle(key="binary").set_value(True).run()
+    assert not at.exception and not _errors(at)
+    assert at.slider[0].value == viewer.largest_tumour_slice(_sample_labels(), "coronal")
+    assert any(viewer.WHOLE_TUMOUR_NAME in m.value for m in at.markdown)
+    assert dict(app.requests) == before
+    sent = app.requests - sent
+    assert [sent[("GET", p)] for p in ("/", "/download_sample")] == [1, 1]
+    assert [sent[("POST", p)] for p in ("/upload", "/predict")] == [1, 1]
+
+
+def _sample_labels() -> np.ndarray:
+    case = make_synthetic_case("synth_ui", shape=SHAPE, seed=3)
+    return viewer.to_ras(case.seg, case.affine)
+
+
+def test_app_uploads_nifti_files_once(api, case_files, monkeypatch):
+    url, app = api
+    at = _app(url, monkeypatch)
+    uploads = app.requests[("POST", "/upload")]
+    _, named = case_files
+    images = [(name, data, "application/gzip") for name, data in named if "_seg" not in name]
+    at.file_uploader(key="uploader").set_value(images).run()
+    assert not at.exception and not _errors(at)
+    assert at.table[0].value["true mask"].tolist() == ["no"]
+    at.button(key="run").click().run()
+    assert not at.exception and not _errors(at)
+    assert any("Dice and HD95 are not available" in i.value for i in at.info)
+    at.run()
+    assert app.requests[("POST", "/upload")] == uploads + 1
+    folder = Path(at.session_state["local"]._folder.name)
+    at.file_uploader(key="uploader").set_value(None).run()
+    assert not at.exception and "try the sample" in at.info[0].value.lower()
+    assert not folder.exists()  # the local copy goes with the selection
+
+
+def test_app_reports_the_api_down(monkeypatch):
+    at = _app(f"http://127.0.0.1:{free_port()}", monkeypatch)
+    assert "Cannot reach the API" in at.sidebar.error[0].value
+    at.button(key="take_sample").click().run()
+    assert not at.exception
+    assert any("Could not fetch the sample: Cannot reach the API" in e for e in _errors(at))
+
+
+def test_app_shows_the_servers_validation_error(api, monkeypatch):
+    url, _ = api
+    at = _app(url, monkeypatch)
+    at.file_uploader(key="uploader").set_value(
+        ("scan_t1.nii", b"not a nifti", "application/octet-stream")
+    ).run()
+    assert not at.exception
+    errors = _errors(at)
+    assert any(e.startswith("The API rejected these files:") and "(HTTP 422)" in e for e in errors)
+    assert any(e.startswith("Cannot read these files:") for e in errors)
+
+
+def test_app_reports_a_prediction_timeout(slow_api, monkeypatch):
+    url, _ = slow_api
+    at = _app(url, monkeypatch, timeout=3)
+    at.button(key="take_sample").click().run()
+    at.button(key="run").click().run()
+    assert not at.exception
+    assert any("Prediction failed: The API at" in e and "did not answer within 3 s" in e for e in _errors(at))
+
+
+def test_app_reports_a_wrong_api_key_and_recovers(keyed_api, monkeypatch):
+    url, _ = keyed_api
+    at = _app(url, monkeypatch)
+    at.button(key="take_sample").click().run()
+    assert any("refused access (HTTP 401)" in e and "Check the API key" in e for e in _errors(at))
+    at.text_input(key="api_key").set_value("secret").run()
+    at.button(key="take_sample").click().run()
+    assert not at.exception and not _errors(at)
+    assert at.table[0].value.index.tolist() == ["synth_ui"]
+
+
+def test_app_uploads_again_when_the_server_forgot_the_upload(api, monkeypatch):
+    url, app = api
+    at = _app(url, monkeypatch)
+    at.button(key="take_sample").click().run()
+    [answer] = [entry["response"] for key, entry in at.session_state["uploads"].items() if key[0] == url]
+    requests.delete(f"{url}/uploads/{answer['upload_id']}", timeout=10).raise_for_status()
+    uploads = app.requests[("POST", "/upload")]
+    at.button(key="run").click().run()
+    assert not at.exception and not _errors(at)
+    assert at.table[2].value.loc["WT", "Dice"] == "1.000"
+    assert app.requests[("POST", "/upload")] == uploads + 1
+
+
+def test_app_rechecks_the_api_on_request(api, monkeypatch):
+    url, app = api
+    at = _app(url, monkeypatch)
+    checks = app.requests[("GET", "/")]
+    at.run()
+    assert app.requests[("GET", "/")] == checks  # reused for HEALTH_TTL_S
+    at.button(key="recheck").click().run()
+    assert app.requests[("GET", "/")] == checks + 1
+    assert "API reachable" in at.sidebar.success[0].value
