@@ -1,0 +1,273 @@
+"""``brats compare`` on synthetic cases with tiny models: outputs, failures in rows, shipped artifacts, folds."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import brats_core.compare as compare_module
+from brats_core.cases import find_cases
+from brats_core.cli import main as brats
+from brats_core.compare import DISPLAY, LEGACY_LABEL, MODELS, SEED_NUMBERS, fold_splits, main
+from brats_core.errors import BratsError
+from brats_core.figures import LABEL_COLOURS, labels_rgb, overlay, to_grey
+from brats_core.split import load_split, make_split, save_split
+from brats_core.synth import write_dataset
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _args(data: Path, out: Path, *extra: str) -> list[str]:
+    return ["--data", str(data), "--out", str(out), "--quick", "--device", "cpu", "--cache-dir",
+            str(out / "cache"), *extra]
+
+
+def _read_csv(path: Path) -> list[dict]:
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _csv(out: Path) -> list[dict]:
+    return _read_csv(out / "compare.csv")
+
+
+def _is_png(path: Path) -> bool:
+    return path.is_file() and path.read_bytes()[:8] == PNG_MAGIC
+
+
+@pytest.fixture(scope="module")
+def all_models(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int, dict]:
+    """All seven models in quick mode on the 4 synthetic cases, counting how often compare loads each case."""
+    out = tmp_path_factory.mktemp("compare_all")
+    loads: dict[str, int] = {}
+    original = compare_module.load_case
+
+    def counting_load_case(files, *args, **kwargs):
+        loads[files.case_id] = loads.get(files.case_id, 0) + 1
+        return original(files, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(compare_module, "load_case", counting_load_case)
+        code = main(_args(synthetic_root, out))
+    return out, code, loads
+
+
+def test_all_models_write_every_file_and_row(all_models) -> None:
+    out, code, loads = all_models
+    assert code == 0
+    for name in ("compare.md", "compare.csv"):
+        assert (out / name).is_file()
+    assert _is_png(out / "compare_dice.png") and _is_png(out / "compare_case.png")
+    rows = _csv(out)
+    assert [row["model"] for row in rows] == list(MODELS)
+    split = load_split(out / "compare" / "split.json")  # no shared split for synthetic ids: a fresh one
+    for row in rows:
+        assert row["fold"] == "test" and row["status"] == "ok" and row["error"] == ""
+        assert int(row["n_cases"]) == len(split["test"])
+        assert float(row["train_seconds"]) > 0 and row["train_time"].endswith(" s")
+        assert float(row["predict_seconds_per_case"]) > 0
+        for region in ("WT", "TC", "ET"):
+            assert 0.0 <= float(row[f"{region}_dice_mean"]) <= 1.0
+            assert float(row[f"{region}_hd95_mean"]) >= 0.0
+        # the table is the shared harness's summary of that model
+        summary = json.loads((out / "compare" / row["model"] / "summary.json").read_text())
+        assert float(row["WT_dice_mean"]) == pytest.approx(summary["WT"]["dice"]["mean"], abs=1e-6)
+        assert float(row["legacy_slice_score_not_comparable_mean"]) == pytest.approx(summary["legacy"]["mean"], abs=1e-6)
+        per_case = _read_csv(out / "compare" / row["model"] / "per_case.csv")
+        assert [r["case_id"] for r in per_case] == split["test"]
+    # each test case was loaded once for all seven models
+    assert all(loads[case_id] == 1 for case_id in split["test"])
+    # the trained artifacts are kept beside the reports
+    assert (out / "compare" / "naive" / "naive.npz").is_file()
+    assert (out / "compare" / "knn" / "knn.joblib").is_file()
+    assert (out / "compare" / "sspp" / "run" / "export.pt").is_file()
+
+    markdown = (out / "compare.md").read_text()
+    assert LEGACY_LABEL in markdown and "Command: `brats compare --data" in markdown
+    assert "Machine:" in markdown and "split.json" in markdown and "CPUs" in markdown
+    for name in MODELS:
+        assert f"| {DISPLAY[name]} | " in markdown
+    for number in SEED_NUMBERS.values():
+        assert f"| {number:.2f} |" in markdown
+    assert "three different datasets" in markdown and "![compare_case.png](compare_case.png)" in markdown
+
+
+def test_failing_models_are_reported_in_their_rows(synthetic_root: Path, tmp_path: Path, monkeypatch) -> None:
+    from Machine_Learning_Model.models import VoxelSegmenter
+    from Naive_Model.naive_mean_model import NaiveMeanSegmenter
+
+    def broken_fit(cases):
+        raise BratsError("atlas exploded")
+
+    original_predict = VoxelSegmenter.predict
+
+    def tree_breaks(self, case):
+        if self.name == "tree":
+            raise RuntimeError("tree broke")
+        return original_predict(self, case)
+
+    monkeypatch.setattr(NaiveMeanSegmenter, "fit", staticmethod(broken_fit))
+    monkeypatch.setattr(VoxelSegmenter, "predict", tree_breaks)
+    assert main(_args(synthetic_root, tmp_path, "--models", "naive,ridge,tree")) == 1
+
+    rows = {row["model"]: row for row in _csv(tmp_path)}
+    assert list(rows) == ["naive", "ridge", "tree"]
+    assert rows["naive"]["status"] == "failed" and rows["naive"]["error"] == "training: BratsError: atlas exploded"
+    assert rows["tree"]["status"] == "failed"
+    assert rows["tree"]["error"].startswith("prediction of case 'synth_") and "RuntimeError: tree broke" in rows["tree"]["error"]
+    assert rows["ridge"]["status"] == "ok" and float(rows["ridge"]["WT_dice_mean"]) > 0.3
+    assert (tmp_path / "compare" / "ridge" / "per_case.csv").is_file()
+    assert not (tmp_path / "compare" / "tree" / "per_case.csv").exists()
+    assert "atlas exploded" in (tmp_path / "compare" / "naive" / "error.txt").read_text()
+    markdown = (tmp_path / "compare.md").read_text()
+    assert "| Naive (mean atlas) | **failed**: training: BratsError: atlas exploded |" in markdown
+    assert _is_png(tmp_path / "compare_dice.png") and _is_png(tmp_path / "compare_case.png")
+
+
+def test_use_shipped_loads_artifacts_and_reports_recorded_time(all_models, synthetic_root: Path, tmp_path: Path,
+                                                               monkeypatch) -> None:
+    import Deep_Learning_Model.predictor as predictor
+    import Machine_Learning_Model.models as ml_models
+    import Naive_Model.naive_mean_model as naive_model
+
+    trained, _, _ = all_models
+    shipped = tmp_path / "shipped"
+    shipped.mkdir()
+    shutil.copy(trained / "compare" / "ridge" / "ridge.joblib", shipped / "ridge.joblib")
+    monkeypatch.setattr(naive_model, "DEFAULT_ARTIFACT", trained / "compare" / "naive" / "naive.npz")
+    monkeypatch.setattr(ml_models, "ARTIFACT_DIR", shipped)
+    monkeypatch.setattr(predictor, "CHECKPOINT_DIR", tmp_path / "no_checkpoints")
+    split = trained / "compare" / "split.json"
+    out = tmp_path / "out"
+    assert main(_args(synthetic_root, out, "--use-shipped", "--split", str(split),
+                      "--models", "naive,ridge,unet")) == 1
+    rows = {row["model"]: row for row in _csv(out)}
+    assert rows["naive"]["status"] == rows["ridge"]["status"] == "ok"
+    assert rows["ridge"]["train_time"].startswith("shipped: ") and rows["ridge"]["train_time"].endswith("(recorded)")
+    assert rows["naive"]["train_time"] == "n/a" or rows["naive"]["train_time"].startswith("shipped: ")
+    before = json.loads((trained / "compare" / "ridge" / "summary.json").read_text())
+    assert float(rows["ridge"]["WT_dice_mean"]) == pytest.approx(before["WT"]["dice"]["mean"], abs=1e-6)
+    assert rows["unet"]["status"] == "failed" and "no shipped unet export" in rows["unet"]["error"]
+    assert "shipped artifacts (--use-shipped)" in (out / "compare.md").read_text()
+
+    # a split whose test case was a training case of the artifacts: refused, not scored
+    original = load_split(split)
+    leaky = {**original, "train": original["test"], "test": original["train"]}
+    leaky_path = save_split(leaky, tmp_path / "leaky.json")
+    assert main(_args(synthetic_root, tmp_path / "leak", "--use-shipped", "--split", str(leaky_path),
+                      "--models", "ridge")) == 1
+    (row,) = _csv(tmp_path / "leak")
+    assert row["status"] == "failed" and "trained or tuned on test case(s)" in row["error"]
+
+
+@pytest.fixture(scope="module")
+def six_cases(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("six_cases")
+    write_dataset(root, n=6, seed=1, shape=(48, 48, 32))
+    return root
+
+
+def test_folds_train_per_fold_and_pool_every_case(six_cases: Path, tmp_path: Path) -> None:
+    assert main(_args(six_cases, tmp_path, "--folds", "2", "--models", "naive,ridge")) == 0
+    rows = _csv(tmp_path)
+    assert [(row["fold"], row["model"]) for row in rows] == [
+        ("1", "naive"), ("1", "ridge"), ("2", "naive"), ("2", "ridge"), ("all", "naive"), ("all", "ridge")
+    ]
+    assert all(row["status"] == "ok" for row in rows)
+    assert [int(row["n_cases"]) for row in rows] == [3, 3, 3, 3, 6, 6]
+    assert all(row["train_time"].endswith("(2 folds)") for row in rows if row["fold"] == "all")
+    tested = []
+    for fold in (1, 2):
+        split = load_split(tmp_path / "compare" / f"fold_{fold}" / "split.json")
+        assert not set(split["test"]) & set(split["train"] + split["val"]) and len(split["val"]) == 1
+        tested += split["test"]
+        assert (tmp_path / "compare" / f"fold_{fold}" / "ridge" / "per_case.csv").is_file()
+    assert sorted(tested) == sorted(case.case_id for case in find_cases(six_cases))
+    pooled = _read_csv(tmp_path / "compare" / "ridge" / "per_case.csv")
+    assert sorted(row["case_id"] for row in pooled) == sorted(tested)
+    markdown = (tmp_path / "compare.md").read_text()
+    assert "## Mean Dice WT / TC / ET per fold" in markdown and "2-fold cross-validation" in markdown
+    assert _is_png(tmp_path / "compare_dice.png") and _is_png(tmp_path / "compare_case.png")
+
+
+def test_fold_splits_are_patient_level_partitions() -> None:
+    ids = [f"case_{i:02d}" for i in range(20)]
+    split = make_split(ids, seed=3, n_val=3, n_test=5, folds=5)
+    for k in (5, 4):  # the split's own 5 folds, then a fresh 4-fold partition
+        folds = fold_splits(split, k, seed=3)
+        assert len(folds) == k
+        assert sorted(i for fold in folds for i in fold["test"]) == ids
+        for fold in folds:
+            assert sorted(fold["train"] + fold["val"] + fold["test"]) == ids and len(fold["val"]) == 3
+        if k == 5:
+            assert [fold["test"] for fold in folds] == split["folds"]
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--models", "naive,resnet"], "unknown ['resnet']"),
+        (["--models", ","], "--models is empty"),
+        (["--folds", "3", "--use-shipped"], "cannot use the shipped artifacts"),
+        (["--folds", "1"], "--folds must be at least 2"),
+        (["--preset", "fastest"], "invalid choice: 'fastest'"),
+    ],
+    ids=["unknown-model", "no-model", "folds-and-shipped", "one-fold", "unknown-preset"],
+)
+def test_bad_options_are_rejected(synthetic_root: Path, tmp_path: Path, capsys, extra, message) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(_args(synthetic_root, tmp_path, *extra))
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_bad_inputs_name_the_file(synthetic_root: Path, tmp_path: Path, capsys) -> None:
+    missing_split = tmp_path / "nowhere.json"
+    assert brats(["compare", *_args(synthetic_root, tmp_path, "--split", str(missing_split))]) == 1
+    assert f"{missing_split}: split file not found" in capsys.readouterr().err
+
+    ids = [case.case_id for case in find_cases(synthetic_root)]
+    foreign = save_split(make_split([*ids, "not_here"], seed=0), tmp_path / "foreign.json")
+    assert brats(["compare", *_args(synthetic_root, tmp_path, "--split", str(foreign))]) == 1
+    assert "not_here" in capsys.readouterr().err
+
+    no_test = save_split({"seed": 0, "train": ids[:3], "val": ids[3:], "test": [], "folds": [ids[:2], ids[2:]]},
+                         tmp_path / "no_test.json")
+    assert brats(["compare", *_args(synthetic_root, tmp_path, "--split", str(no_test), "--models", "naive")]) == 1
+    assert "no test case" in capsys.readouterr().err
+
+    assert brats(["compare", *_args(tmp_path / "no_data", tmp_path)]) == 1
+    assert "no_data" in capsys.readouterr().err
+
+    unlabelled = tmp_path / "unlabelled"
+    shutil.copytree(synthetic_root, unlabelled)
+    (unlabelled / ids[3] / f"{ids[3]}_seg.nii.gz").unlink()
+    split = save_split({"seed": 0, "train": ids[:2], "val": ids[2:3], "test": ids[3:], "folds": [ids[:2], ids[2:]]},
+                       tmp_path / "split.json")
+    assert brats(["compare", *_args(unlabelled, tmp_path, "--split", str(split), "--models", "naive")]) == 1
+    assert f"without a segmentation file cannot be scored: {unlabelled / ids[3]}" in capsys.readouterr().err
+
+
+def test_overlay_colours_tumour_and_keeps_background() -> None:
+    grey = to_grey(np.array([[0.0, 50.0], [100.0, 200.0]]), (0.0, 100.0))
+    assert grey.tolist() == [[0, 128], [255, 255]]
+    labels = np.array([[0, 1], [2, 4]], dtype=np.uint8)
+    rgb = labels_rgb(labels)
+    assert rgb[0, 0].tolist() == [0, 0, 0] and rgb[1, 1].tolist() == list(LABEL_COLOURS[4])
+    mixed = overlay(grey, labels, alpha=1.0)
+    assert mixed[0, 0].tolist() == [0, 0, 0]
+    assert [mixed[0, 1].tolist(), mixed[1, 0].tolist()] == [list(LABEL_COLOURS[1]), list(LABEL_COLOURS[2])]
+    assert overlay(grey, np.zeros_like(labels))[..., 0].tolist() == grey.tolist()
