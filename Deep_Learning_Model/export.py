@@ -1,0 +1,130 @@
+"""Inference exports: fp16 weights plus plain-data configuration, loadable with ``torch.load(weights_only=True)``.
+
+An export is one ``torch.save`` file holding only tensors and plain Python data (no pickled code)::
+
+    {"format": "brats-seg-export", "version": 1,
+     "model_config": ModelConfig.to_dict(), "preprocess": PreprocessConfig.to_dict(),
+     "metrics": {...}, "info": {...}, "state_dict": {name: fp16 tensor (integer buffers unchanged)}}
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from brats_core.config import PreprocessConfig
+from brats_core.errors import ArtifactError, BratsError
+from Deep_Learning_Model.model import ModelConfig, build_model
+
+FORMAT = "brats-seg-export"
+VERSION = 1
+
+
+def _plain(value: object, where: str) -> object:
+    """``value`` as plain data (dict/list/str/int/float/bool/None); numpy scalars and paths are converted."""
+    if isinstance(value, np.generic):  # before the builtins: np.float64 is a float subclass
+        return _plain(value.item(), where)
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v, f"{where}.{k}") for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    raise BratsError(f"export field {where} holds a {type(value).__name__}, not plain data")
+
+
+def save_export(
+    path: Path | str,
+    model: nn.Module,
+    model_config: ModelConfig,
+    preprocess: PreprocessConfig,
+    metrics: dict,
+    info: dict,
+) -> Path:
+    """Write the inference export of ``model`` to ``path`` atomically (a temporary file then a rename)."""
+    path = Path(path)
+    state = {
+        name: (t.detach().to("cpu", torch.float16) if t.is_floating_point() else t.detach().cpu()).contiguous()
+        for name, t in model.state_dict().items()
+    }
+    payload = {
+        "format": FORMAT,
+        "version": VERSION,
+        "model_config": model_config.to_dict(),
+        "preprocess": _plain(preprocess.to_dict(), "preprocess"),
+        "metrics": _plain(metrics, "metrics"),
+        "info": _plain(info, "info"),
+        "state_dict": state,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        torch.save(payload, tmp)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def read_export(path: Path | str) -> dict:
+    """The raw payload of an export, checked for format and version (no model is built)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ArtifactError(f"{path}: model export not found")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for truncated or foreign files
+        raise ArtifactError(f"{path}: not a readable model export ({type(exc).__name__}: {exc})") from exc
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise ArtifactError(f"{path}: not a BraTS model export (expected format {FORMAT!r})")
+    if payload.get("version") != VERSION:
+        raise ArtifactError(f"{path}: export version {payload.get('version')!r}, this code reads version {VERSION}")
+    missing = [k for k in ("model_config", "preprocess", "state_dict") if not isinstance(payload.get(k), dict)]
+    if missing:
+        raise ArtifactError(f"{path}: export lacks {', '.join(missing)}")
+    return payload
+
+
+def load_export(
+    path: Path | str, device: torch.device | str = "cpu"
+) -> tuple[nn.Module, ModelConfig, PreprocessConfig, dict]:
+    """Load an export: ``(model in eval mode with fp32 weights on device, ModelConfig, PreprocessConfig, meta)``.
+
+    ``meta`` holds the saved ``metrics`` and ``info`` and the ``path``. Missing, corrupt or mismatched files
+    raise :class:`ArtifactError` naming the file.
+    """
+    path = Path(path)
+    payload = read_export(path)
+    try:
+        model_config = ModelConfig.from_dict(payload["model_config"])
+        preprocess = PreprocessConfig.from_dict(payload["preprocess"])
+    except (BratsError, KeyError, TypeError, ValueError) as exc:
+        raise ArtifactError(f"{path}: invalid configuration in export ({exc})") from exc
+    if model_config.arch == "sspp" and preprocess.size != model_config.input_size:
+        raise ArtifactError(
+            f"{path}: SSPP model built for {model_config.input_size}px slices but preprocessing size is "
+            f"{preprocess.size}"
+        )
+    model = build_model(model_config)
+    tensors = payload["state_dict"]
+    not_tensors = sorted(k for k, v in tensors.items() if not isinstance(v, torch.Tensor))
+    if not_tensors:
+        raise ArtifactError(f"{path}: state_dict entries {not_tensors[:5]} are not tensors")
+    state = {k: v.float() if v.is_floating_point() else v for k, v in tensors.items()}
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise ArtifactError(f"{path}: weights do not match the model configuration: {exc}") from exc
+    model.to(device).eval()
+    meta = {"metrics": payload.get("metrics", {}), "info": payload.get("info", {}), "path": str(path)}
+    return model, model_config, preprocess, meta

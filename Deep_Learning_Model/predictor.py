@@ -1,0 +1,223 @@
+"""In-process inference for the U-Net and U-Net + SSPP exports.
+
+The model is loaded once; a case is preprocessed with :mod:`brats_core.preprocessing`, all its slices are run
+in batches under ``torch.inference_mode`` (bf16 autocast + channels_last on CPU, fp16/bf16 autocast on CUDA),
+optionally with flip test-time augmentation, and the class probabilities are mapped back to the original
+geometry (bilinear in-plane, as :meth:`Geometry.restore_scores`) before the argmax.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+from brats_core.cases import Case
+from brats_core.config import REPO_ROOT, PreprocessConfig
+from brats_core.errors import ArtifactError
+from brats_core.labels import classes_to_labels
+from brats_core.preprocessing import Geometry, Preprocessed, preprocess
+from Deep_Learning_Model.export import load_export
+from Deep_Learning_Model.model import BINARY_TUMOUR_LABEL, ModelConfig
+
+#: Where ``brats train unet|sspp`` writes the shipped exports.
+CHECKPOINT_DIR = REPO_ROOT / "Deep_Learning_Model" / "checkpoints"
+#: Slices per forward pass: 8 to 32 cost the same CPU time per case (benchmarks/inference_cpu.py), 16 keeps
+#: the activations of a 128x128 base-32 model near 0.5 GB.
+DEFAULT_BATCH_SIZE = 16
+#: Flips of the in-plane axes averaged by test-time augmentation (the identity is always included).
+TTA_FLIPS: tuple[tuple[int, ...], ...] = ((-1,), (-2,))
+
+
+def resolve_device(device: torch.device | str | None = None) -> torch.device:
+    """``None`` or ``"auto"``: CUDA when available, else CPU; anything else as given."""
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def autocast(device: torch.device) -> contextlib.AbstractContextManager:
+    """Mixed precision for inference: bf16 on CPUs with native bf16 support, bf16/fp16 on CUDA."""
+    if device.type == "cuda":
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.autocast("cuda", dtype=dtype)
+    if device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def prepare_model(model: nn.Module, device: torch.device) -> nn.Module:
+    """``model`` in eval mode on ``device``, channels_last (the fast layout of oneDNN and cuDNN convolutions)."""
+    return model.to(device).to(memory_format=torch.channels_last).eval()
+
+
+def stack_context(volume: torch.Tensor, index: torch.Tensor, context: int) -> torch.Tensor:
+    """Network inputs (B, (2k+1)*C, S, S) of slices ``index`` of ``volume`` (Z', C, S, S).
+
+    For each offset -k..k the C modalities of that neighbour, clamped at the volume ends: the layout of
+    :class:`brats_core.dataset.SliceDataset`.
+    """
+    offsets = torch.arange(-context, context + 1, device=index.device)
+    neighbours = (index[:, None] + offsets[None, :]).clamp(0, volume.shape[0] - 1)
+    return rearrange(volume[neighbours], "b k c h w -> b (k c) h w")
+
+
+def slice_probabilities(
+    model: nn.Module,
+    images: np.ndarray | torch.Tensor,
+    device: torch.device | str | None = None,
+    context: int = 0,
+    tta: bool = False,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    amp: bool = True,
+) -> torch.Tensor:
+    """Softmax probabilities (Z', K, S, S) float32 on the CPU for the slices ``images`` (Z', C, S, S).
+
+    ``model`` must already be in eval mode on ``device``. With ``tta`` the probabilities are the mean over the
+    identity and the flips in :data:`TTA_FLIPS`; ``amp=False`` runs in fp32 instead of :func:`autocast`.
+    """
+    device = resolve_device(device)
+    if not torch.is_tensor(images):  # a copy: cached slices are read-only float16 memory maps
+        images = torch.from_numpy(np.array(images, dtype=np.float32))
+    volume = images.to(device=device, dtype=torch.float32)
+    flips: tuple[tuple[int, ...], ...] = ((), *TTA_FLIPS) if tta else ((),)
+    chunks = []
+    with torch.inference_mode(), autocast(device) if amp else contextlib.nullcontext():
+        for start in range(0, volume.shape[0], batch_size):
+            index = torch.arange(start, min(start + batch_size, volume.shape[0]), device=device)
+            x = stack_context(volume, index, context).contiguous(memory_format=torch.channels_last)
+            probs = None
+            for dims in flips:
+                logits = model(x.flip(dims) if dims else x).float()
+                p = torch.softmax(logits, dim=1)
+                p = p.flip(dims) if dims else p
+                probs = p if probs is None else probs + p
+            chunks.append((probs / len(flips)).cpu())
+    return torch.cat(chunks)
+
+
+def classes_to_brats(classes: np.ndarray, num_classes: int) -> np.ndarray:
+    """BraTS labels 0/1/2/4 (uint8) from class indices of a 4-class or a binary (2-class) model."""
+    if num_classes == 2:
+        return (np.asarray(classes, dtype=np.uint8) * BINARY_TUMOUR_LABEL).astype(np.uint8)
+    return classes_to_labels(classes)
+
+
+def restore_argmax(probs: torch.Tensor, geometry: Geometry, chunk: int = 32) -> np.ndarray:
+    """``argmax`` over K of ``geometry.restore_scores(probs)`` as BraTS labels (X, Y, Z) uint8.
+
+    Same bilinear resize and crop as :meth:`Geometry.restore_scores`, but the argmax is taken slice chunk by
+    slice chunk on the (side x side) squares, so the (K, X, Y, Z) float volume (143 MB for a BraTS case) is
+    never built; outside the brain's bounding box the label is background, as there.
+    """
+    x0, x1, y0, y1, z0, z1 = geometry.bbox
+    width, height, depth = geometry.crop_shape
+    pad_x, pad_y = geometry.pads
+    classes = torch.empty((depth, width, height), dtype=torch.uint8)
+    for start in range(0, depth, chunk):
+        block = probs[start : start + chunk].float()
+        if geometry.size != geometry.side:
+            block = F.interpolate(block, size=(geometry.side, geometry.side), mode="bilinear", align_corners=False)
+        crop = block[:, :, pad_x : pad_x + width, pad_y : pad_y + height]
+        # argmax over a contiguous last axis: several times faster than over dim 1 of an NCHW tensor
+        classes[start : start + chunk] = crop.permute(0, 2, 3, 1).contiguous().argmax(dim=-1)
+    out = np.zeros(geometry.shape, dtype=np.uint8)
+    out[x0:x1, y0:y1, z0:z1] = classes_to_brats(classes.numpy(), probs.shape[1]).transpose(1, 2, 0)
+    return out
+
+
+def predict_volume(
+    model: nn.Module,
+    images: np.ndarray | torch.Tensor,
+    geometry: Geometry,
+    device: torch.device | str | None = None,
+    context: int = 0,
+    tta: bool = False,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    amp: bool = True,
+) -> np.ndarray:
+    """Label map (X, Y, Z) uint8 0/1/2/4 in the original geometry for preprocessed slices (Z', 4, S, S).
+
+    Shared by :class:`Predictor` and validation during training; ``model`` is in eval mode on ``device``.
+    """
+    probs = slice_probabilities(model, images, device, context, tta, batch_size, amp)
+    return restore_argmax(probs, geometry)
+
+
+class Predictor:
+    """A loaded U-Net / U-Net + SSPP export implementing the :class:`brats_core.evaluation.Segmenter` protocol."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        model_config: ModelConfig,
+        preprocess_config: PreprocessConfig,
+        device: torch.device | str | None = None,
+        tta: bool = False,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        name: str | None = None,
+        meta: dict | None = None,
+        amp: bool = True,
+    ) -> None:
+        self.device = resolve_device(device)
+        self.model = prepare_model(model, self.device)
+        self.model_config = model_config
+        self.preprocess_config = preprocess_config
+        self.tta = tta
+        self.batch_size = batch_size
+        self.amp = amp
+        self.name = name or model_config.arch
+        self.meta = meta or {}
+
+    @classmethod
+    def from_export(
+        cls,
+        path: Path | str,
+        device: torch.device | str | None = None,
+        tta: bool = False,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        amp: bool = True,
+    ) -> Predictor:
+        """Load the export at ``path`` (see :func:`Deep_Learning_Model.export.load_export`)."""
+        device = resolve_device(device)
+        model, model_config, preprocess_config, meta = load_export(path, device)
+        return cls(model, model_config, preprocess_config, device, tta, batch_size, meta=meta, amp=amp)
+
+    def predict_preprocessed(self, pre: Preprocessed) -> np.ndarray:
+        """Labels (X, Y, Z) uint8 in the original geometry for an already preprocessed case."""
+        return predict_volume(
+            self.model, pre.images, pre.geometry, self.device, self.model_config.context, self.tta, self.batch_size,
+            self.amp,
+        )
+
+    def predict(self, case: Case) -> np.ndarray:
+        """Labels (X, Y, Z) uint8 0/1/2/4 with ``case.shape``."""
+        return self.predict_preprocessed(preprocess(case, self.preprocess_config))
+
+
+def default_checkpoint(name: str) -> Path:
+    """The shipped export of model ``name``: ``Deep_Learning_Model/checkpoints/<name>.pt``."""
+    return CHECKPOINT_DIR / f"{name}.pt"
+
+
+def load_segmenter(
+    name: str,
+    artifact: Path | str | None = None,
+    device: torch.device | str | None = None,
+    tta: bool = False,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+) -> Predictor:
+    """Registry entry of ``unet`` and ``sspp`` (:mod:`brats_core.segmenters`); ``artifact`` overrides the default."""
+    path = Path(artifact) if artifact is not None else default_checkpoint(name)
+    if artifact is None and not path.is_file():
+        raise ArtifactError(f"{path}: no shipped {name} export; train one with `brats train {name}`")
+    predictor = Predictor.from_export(path, device=device, tta=tta, batch_size=batch_size)
+    if predictor.model_config.arch != name:
+        raise ArtifactError(f"{path}: export holds a {predictor.model_config.arch!r} model, not {name!r}")
+    predictor.name = name
+    return predictor

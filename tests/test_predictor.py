@@ -1,0 +1,198 @@
+"""The in-process predictor, ``brats predict --model unet|sspp`` end to end, and the case figure."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from brats_core.cases import find_cases, load_case
+from brats_core.cli import main as brats
+from brats_core.config import PreprocessConfig
+from brats_core.dataset import SliceDataset
+from brats_core.errors import ArtifactError, BratsError
+from brats_core.labels import classes_to_labels, labels_to_classes
+from brats_core.metrics import dice
+from brats_core.preprocessing import preprocess
+from brats_core.segmenters import load_segmenter
+from brats_core.synth import make_synthetic_case
+from Deep_Learning_Model import predictor as predictor_module
+from Deep_Learning_Model.export import save_export
+from Deep_Learning_Model.model import ModelConfig, build_model
+from Deep_Learning_Model.predictor import (
+    Predictor,
+    predict_volume,
+    resolve_device,
+    restore_argmax,
+    stack_context,
+)
+from Deep_Learning_Model.visualize import default_slices, largest_tumour_slice, render
+from Deep_Learning_Model.visualize import main as visualize_main
+
+torch.set_num_threads(1)
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+LABEL_SET = {0, 1, 2, 4}
+
+
+def tiny_config(arch: str = "sspp", **overrides) -> ModelConfig:
+    defaults = {"base_width": 8, "input_size": 64, "sspp_windows": (1, 2, 4), "sspp_dim": 16, "sspp_heads": 2}
+    return ModelConfig(arch=arch, **{**defaults, **overrides})
+
+
+def write_export(path: Path, config: ModelConfig) -> Path:
+    torch.manual_seed(0)
+    return save_export(path, build_model(config), config, PreprocessConfig(size=config.input_size), {}, {})
+
+
+@pytest.fixture(scope="module")
+def exports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("exports")
+    return {arch: write_export(root / f"{arch}.pt", tiny_config(arch)) for arch in ("unet", "sspp")}
+
+
+class Oracle(nn.Module):
+    """Reads the class index stored in channel 0 of the centre slice and returns one-hot logits."""
+
+    def __init__(self, context: int, num_classes: int = 4) -> None:
+        super().__init__()
+        self.channel, self.num_classes = 4 * context, num_classes
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        classes = x[:, self.channel].round().long().clamp(0, self.num_classes - 1)
+        return 10.0 * nn.functional.one_hot(classes, self.num_classes).permute(0, 3, 1, 2).float()
+
+
+def oracle_inputs(case, config: PreprocessConfig, binary: bool = False) -> tuple[np.ndarray, object]:
+    pre = preprocess(case, config)
+    images = pre.images.copy()
+    classes = labels_to_classes(pre.labels)
+    images[:, 0] = (classes > 0) if binary else classes
+    return images, pre.geometry
+
+
+@pytest.mark.parametrize("context", [0, 2])
+def test_predict_volume_returns_to_the_original_grid(context: int) -> None:
+    """At native size the way back is exact: an oracle reproduces the seg voxel for voxel, across batches."""
+    case = make_synthetic_case("oracle", shape=(50, 44, 30), seed=3, spacing=(1.0, 1.5, 2.0))
+    images, geometry = oracle_inputs(case, PreprocessConfig(size=None))
+    labels = predict_volume(Oracle(context), images, geometry, "cpu", context=context, batch_size=7)
+    assert labels.dtype == np.uint8 and labels.shape == case.shape
+    np.testing.assert_array_equal(labels, case.seg)
+
+
+def test_predict_volume_resized_tta_and_binary() -> None:
+    case = make_synthetic_case("oracle", shape=(48, 48, 32), seed=4)
+    images, geometry = oracle_inputs(case, PreprocessConfig(size=64))
+    labels = predict_volume(Oracle(0), images, geometry, "cpu", tta=True)
+    assert dice(labels == 2, case.seg == 2) > 0.9 and dice(labels == 4, case.seg == 4) > 0.8
+    images, geometry = oracle_inputs(case, PreprocessConfig(size=64), binary=True)
+    binary = predict_volume(Oracle(0, num_classes=2), images, geometry, "cpu")
+    assert set(np.unique(binary)) == {0, 2}  # binary models write whole tumour as label 2
+    assert dice(binary > 0, case.seg > 0) > 0.9
+
+
+def test_restore_argmax_matches_restore_scores() -> None:
+    case = make_synthetic_case("restore", shape=(40, 52, 20), seed=1)
+    geometry = preprocess(case, PreprocessConfig(size=32)).geometry
+    probs = torch.rand(geometry.crop_shape[2], 4, 32, 32)
+    expected = classes_to_labels(geometry.restore_scores(probs.numpy()).argmax(axis=0))
+    np.testing.assert_array_equal(restore_argmax(probs, geometry, chunk=6), expected)
+
+
+def test_context_stacking_matches_the_training_dataset() -> None:
+    rng = np.random.default_rng(0)
+    volume = rng.standard_normal((5, 4, 8, 8)).astype(np.float32)
+    entry = SimpleNamespace(
+        case_id="c", path=Path("c"), images=volume, labels=np.zeros((5, 8, 8), np.uint8),
+        num_slices=5, brain_slices=np.arange(5), tumour_slices=np.arange(0),
+    )
+    dataset = SliceDataset([entry], context=2)
+    stacked = stack_context(torch.from_numpy(volume), torch.arange(5), context=2)
+    for z in range(5):
+        np.testing.assert_array_equal(stacked[z].numpy(), dataset[z][0].numpy())
+
+
+def test_predictor_from_export(exports: dict[str, Path]) -> None:
+    case = make_synthetic_case("synth", shape=(48, 48, 32), seed=2)
+    for arch, path in exports.items():
+        for tta, amp in ((False, True), (True, True), (False, False)):
+            model = Predictor.from_export(path, device="auto", tta=tta, batch_size=16, amp=amp)
+            assert model.name == arch and model.device == resolve_device(None)
+            labels = model.predict(case)
+            assert labels.dtype == np.uint8 and labels.shape == case.shape
+            assert set(np.unique(labels)) <= LABEL_SET
+
+
+@pytest.mark.real_data
+def test_predictor_on_a_real_sized_case(real_or_synthetic_root: Path, exports: dict[str, Path]) -> None:
+    case = load_case(find_cases(real_or_synthetic_root)[0], with_seg=False)
+    labels = load_segmenter("sspp", exports["sspp"], "cpu").predict(case)
+    assert labels.shape == case.shape and set(np.unique(labels)) <= LABEL_SET
+
+
+def test_load_segmenter_errors(exports: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(predictor_module, "CHECKPOINT_DIR", tmp_path)
+    with pytest.raises(ArtifactError, match=r"no shipped sspp export; train one with `brats train sspp`"):
+        load_segmenter("sspp")
+    with pytest.raises(ArtifactError, match="holds a 'unet' model, not 'sspp'"):
+        load_segmenter("sspp", exports["unet"])
+    with pytest.raises(ArtifactError, match="model export not found"):
+        load_segmenter("unet", tmp_path / "missing.pt")
+    (tmp_path / "unet.pt").write_bytes((exports["unet"]).read_bytes())
+    assert load_segmenter("unet", device="cpu", tta=True).tta is True  # the default checkpoint
+
+
+@pytest.mark.parametrize("extra", [[], ["--tta"]])
+def test_brats_predict_with_a_checkpoint(
+    extra: list[str], exports: dict[str, Path], synthetic_root: Path, tmp_path: Path
+) -> None:
+    case_dir = synthetic_root / "synth_001"
+    args = ["predict", "--model", "sspp", "--checkpoint", str(exports["sspp"]), "--device", "cpu", *extra]
+    assert brats([*args, "--out", str(tmp_path), str(case_dir)]) == 0
+    case = load_case(case_dir)
+    image = nib.load(tmp_path / "synth_001.nii.gz")
+    assert image.shape == case.shape and image.get_data_dtype() == np.uint8
+    np.testing.assert_allclose(image.affine, case.affine)
+    assert set(np.unique(np.asarray(image.dataobj))) <= LABEL_SET
+
+
+# --- visualize ----------------------------------------------------------------------------------------------
+
+
+def _assert_png(path: Path) -> None:
+    data = path.read_bytes()
+    assert len(data) > 1000 and data.startswith(PNG_SIGNATURE)
+
+
+def test_render_with_and_without_true_mask(tmp_path: Path) -> None:
+    case = make_synthetic_case("vis", shape=(48, 48, 32), seed=5)
+    tumour = np.count_nonzero(case.seg, axis=(0, 1))
+    assert default_slices(case, np.zeros(case.shape, np.uint8)) == [int(tumour.argmax())]
+    _assert_png(render(case, case.seg, tmp_path / "with_truth.png"))
+    pred = case.seg.copy()
+    case.seg = None
+    assert default_slices(case, pred) == [largest_tumour_slice(pred)]
+    _assert_png(render(case, pred, tmp_path / "sub" / "without_truth.png", slices=[3, 16]))
+    assert largest_tumour_slice(np.zeros((4, 4, 4))) is None
+    with pytest.raises(BratsError, match=r"slices \[40\] outside 0..31"):
+        render(case, pred, tmp_path / "bad.png", slices=[40])
+
+
+def test_visualize_cli(synthetic_root: Path, exports: dict[str, Path], tmp_path: Path) -> None:
+    case_dir = synthetic_root / "synth_002"
+    case = load_case(case_dir)
+    pred_path = tmp_path / "pred.nii.gz"
+    nib.save(nib.Nifti1Image(case.seg.astype(np.int16), case.affine), pred_path)
+    assert visualize_main([str(case_dir), "--pred", str(pred_path), "--out", str(tmp_path / "a.png")]) == 0
+    _assert_png(tmp_path / "a.png")
+    args = [str(case_dir), "--model", "unet", "--checkpoint", str(exports["unet"]), "--out", str(tmp_path / "b.png")]
+    assert visualize_main([*args, "--slices", "10"]) == 0
+    _assert_png(tmp_path / "b.png")
+    nib.save(nib.Nifti1Image(np.zeros((5, 5, 5), np.uint8), case.affine), pred_path)
+    with pytest.raises(BratsError, match="shape"):
+        visualize_main([str(case_dir), "--pred", str(pred_path), "--out", str(tmp_path / "c.png")])
