@@ -35,7 +35,8 @@ SUFFIXES: dict[str, str] = {
     "t1": "t1", "t1ce": "t1ce", "t2": "t2", "flair": "flair", "seg": "seg",
     "t1n": "t1", "t1c": "t1ce", "t2w": "t2", "t2f": "flair", "t1gd": "t1ce",
 }  # fmt: skip
-_NAMING_HINT = "expected names ending in _t1/_t1ce/_t2/_flair[/_seg] or -t1n/-t1c/-t2w/-t2f[/-seg]"
+#: How case files must be named, for error messages.
+NAMING_HINT = "expected names ending in _t1/_t1ce/_t2/_flair[/_seg] or -t1n/-t1c/-t2w/-t2f[/-seg]"
 _NAME_RE = re.compile(r"^(?:(?P<prefix>.*)[_-])?(?P<suffix>" + "|".join(SUFFIXES) + r")$", re.IGNORECASE)
 #: Absolute tolerance when comparing the affines of a case's files.
 AFFINE_ATOL = 1e-3
@@ -228,8 +229,9 @@ def _extract_to_temp(zip_path: Path, limits: ZipLimits) -> Path:
     return root
 
 
-# ------------------------------------------------------------------------------------------- finding cases
-def _nifti_stem(name: str) -> str | None:
+# ------------------------------------------------------------------------------------------- file names
+def nifti_stem(name: str) -> str | None:
+    """A file name without its ``.nii.gz``/``.nii`` extension (any letter case); None if it is not NIfTI."""
     lower = name.lower()
     for extension in (".nii.gz", ".nii"):
         if lower.endswith(extension):
@@ -237,6 +239,34 @@ def _nifti_stem(name: str) -> str | None:
     return None
 
 
+def parse_name(filename: str) -> tuple[str, str] | None:
+    """(case prefix, modality key or ``"seg"``) of a BraTS file name; None if it is not one.
+
+    ``BraTS20_Training_001_t1ce.nii.gz`` -> ``("BraTS20_Training_001", "t1ce")``,
+    ``BraTS-GLI-00000-000-t2f.nii`` -> ``("BraTS-GLI-00000-000", "flair")``,
+    ``FLAIR.nii.gz`` -> ``("", "flair")``.
+    """
+    stem = nifti_stem(filename)
+    match = _NAME_RE.match(stem) if stem is not None else None
+    if match is None:
+        return None
+    return match["prefix"] or "", SUFFIXES[match["suffix"].lower()]
+
+
+def safe_name(name: str | None, max_length: int = 128) -> str:
+    """The basename of a user-given file name, safe to write inside a folder of ours.
+
+    Reduced to ``[A-Za-z0-9._-]``, no leading dot, at most ``max_length`` characters: ``../../x``,
+    ``/abs/x``, ``C:\\dir\\x`` and ``dir\\x`` all become ``x``. Raises BratsError when nothing is left.
+    """
+    base = re.sub(r"^[A-Za-z]:", "", (name or "").replace("\\", "/").rsplit("/", 1)[-1])
+    clean = re.sub(r"[^A-Za-z0-9._-]", "_", base).lstrip(".")[-max_length:].lstrip(".")
+    if not clean:
+        raise BratsError(f"file name {name!r} has no usable characters; name files like <case>_t1.nii.gz")
+    return clean
+
+
+# ------------------------------------------------------------------------------------------- finding cases
 def _nifti_files_by_folder(root: Path) -> dict[Path, list[Path]]:
     """Every visible ``.nii``/``.nii.gz`` file under ``root``, grouped by folder (hidden and clutter skipped).
 
@@ -252,7 +282,7 @@ def _nifti_files_by_folder(root: Path) -> dict[Path, list[Path]]:
         seen.add(real)
         dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d != "__MACOSX")
         files = [
-            Path(folder) / n for n in sorted(names) if not n.startswith(".") and _nifti_stem(n) is not None
+            Path(folder) / n for n in sorted(names) if not n.startswith(".") and nifti_stem(n) is not None
         ]
         if files:
             found[Path(folder)] = files
@@ -271,11 +301,10 @@ def _group_folder(
     seg_like: list[Path] = []
     unknown: list[Path] = []
     for path in files:
-        stem = _nifti_stem(path.name) or ""
-        match = _NAME_RE.match(stem)
-        if match:
-            recognised.append((SUFFIXES[match["suffix"].lower()], match["prefix"] or "", path))
-        elif "seg" in stem.lower():
+        parsed = parse_name(path.name)
+        if parsed:
+            recognised.append((parsed[1], parsed[0], path))
+        elif "seg" in path.name.lower():
             seg_like.append(path)  # e.g. BraTS 2020 case 355: W39_1998.09.19_Segm.nii
         else:
             unknown.append(path)
@@ -319,7 +348,7 @@ def _case_files(
         hint = f"; unrecognised NIfTI files: {', '.join(p.name for p in unknown)}" if unknown else ""
         raise BratsError(
             f"case '{case_id}' in {_display(folder)}: missing modality {', '.join(missing)} "
-            f"(found {found}{hint}); {_NAMING_HINT}"
+            f"(found {found}{hint}); {NAMING_HINT}"
         )
     seg = by_key.get("seg", [None])[0]
     return CaseFiles(case_id=case_id, images={m: by_key[m][0] for m in MODALITIES}, seg=seg)
@@ -359,7 +388,7 @@ def find_cases(path: str | Path, zip_limits: ZipLimits = ZipLimits()) -> list[Ca
         if unknown:
             names = ", ".join(_display(p) for p in unknown[:5])
             raise BratsError(
-                f"{path}: no BraTS case found; NIfTI files with unrecognised names: {names}; {_NAMING_HINT}"
+                f"{path}: no BraTS case found; NIfTI files with unrecognised names: {names}; {NAMING_HINT}"
             )
         raise BratsError(f"{path}: no NIfTI files (.nii or .nii.gz) found")
     return [cases[k] for k in sorted(cases)]
@@ -430,6 +459,22 @@ def _label_values(data: np.ndarray) -> list:
     return np.unique(data).tolist()
 
 
+def check_same_geometry(
+    name: str, shape: tuple, affine: np.ndarray, ref_name: str, ref_shape: tuple, ref_affine: np.ndarray
+) -> None:
+    """Raise :class:`BratsError` naming both files unless the shapes are equal and the affines too.
+
+    Affines may differ by ``AFFINE_ATOL`` per entry (rounding in the headers of a case's files).
+    """
+    if tuple(shape) != tuple(ref_shape):
+        raise BratsError(f"{name}: shape {tuple(shape)} differs from {ref_name} shape {tuple(ref_shape)}")
+    if not np.allclose(affine, ref_affine, rtol=0.0, atol=AFFINE_ATOL):
+        raise BratsError(
+            f"{name}: affine differs from {ref_name}:\n{np.array2string(affine, precision=4)}\n"
+            f"vs\n{np.array2string(ref_affine, precision=4)}"
+        )
+
+
 def check_labels(seg: np.ndarray, name: str) -> np.ndarray:
     values = _label_values(seg)
     bad = [v for v in values if v not in LABELS]
@@ -466,16 +511,6 @@ def load_case(files_or_folder: CaseFiles | str | Path, with_seg: bool = True) ->
     reference: tuple[str, tuple, np.ndarray] | None = None
     spacing = (1.0, 1.0, 1.0)
 
-    def check_geometry(name: str, data: np.ndarray, affine: np.ndarray) -> None:
-        ref_name, ref_shape, ref_affine = reference
-        if data.shape != ref_shape:
-            raise BratsError(f"{name}: shape {data.shape} differs from {ref_name} shape {ref_shape}")
-        if not np.allclose(affine, ref_affine, rtol=0.0, atol=AFFINE_ATOL):
-            raise BratsError(
-                f"{name}: affine differs from {ref_name}:\n{np.array2string(affine, precision=4)}\n"
-                f"vs\n{np.array2string(ref_affine, precision=4)}"
-            )
-
     for index, modality in enumerate(MODALITIES):
         path = Path(files.images[modality])
         name = _display(path)
@@ -485,7 +520,7 @@ def load_case(files_or_folder: CaseFiles | str | Path, with_seg: bool = True) ->
             spacing = zooms
             images = np.empty((len(MODALITIES), *data.shape), dtype=np.float32)
         else:
-            check_geometry(name, data, affine)
+            check_same_geometry(name, data.shape, affine, *reference)
         images[index] = data
         if not np.issubdtype(data.dtype, np.integer) and not np.isfinite(images[index]).all():
             raise BratsError(f"{name}: image contains NaN or infinite values")
@@ -494,7 +529,7 @@ def load_case(files_or_folder: CaseFiles | str | Path, with_seg: bool = True) ->
     if with_seg and files.seg is not None:
         name = _display(Path(files.seg))
         data, affine, _ = read_nifti(Path(files.seg))
-        check_geometry(name, data, affine)
+        check_same_geometry(name, data.shape, affine, *reference)
         seg = check_labels(data, name)
     return Case(
         case_id=files.case_id, images=images, seg=seg, affine=reference[2], spacing=spacing, files=files

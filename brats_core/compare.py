@@ -60,7 +60,7 @@ from brats_core.cases import CaseFiles, find_cases, load_case
 from brats_core.config import DEFAULT_SPLIT, HD95_ONE_EMPTY, REGIONS, RESULTS_DIR, PreprocessConfig
 from brats_core.errors import BratsError
 from brats_core.evaluation import Segmenter, check_prediction, evaluate_case, write_reports
-from brats_core.figures import case_figure, dice_plot
+from brats_core.figures import case_figure, dice_plot, largest_tumour_slice
 from brats_core.split import load_split, make_split, save_split
 
 #: Every model, in table order.
@@ -291,19 +291,13 @@ def _prepare(runs: dict[str, ModelRun], job: TrainJob, use_shipped: bool, test_i
         bar.update(len(names))
 
 
-def _largest_tumour_slice(seg: np.ndarray) -> tuple[int, int]:
-    """(axial index, tumour voxels) of the slice with the most tumour."""
-    counts = np.count_nonzero(seg, axis=(0, 1))
-    z = int(np.argmax(counts))
-    return z, int(counts[z])
-
-
 def _predict(runs: dict[str, ModelRun], test_files: list[CaseFiles], out_dir: Path,
              sample: Sample | None) -> Sample | None:
     """Load each test case once; every live model predicts it and is scored. Returns the figure's sample."""
     for files in tqdm(test_files, desc="predict", unit="case"):
         case = load_case(files)
-        z, area = _largest_tumour_slice(case.seg)
+        z = largest_tumour_slice(case.seg)
+        area = int(np.count_nonzero(case.seg[..., z]))
         keep = sample is None or area > sample.area
         if keep:
             sample = Sample(case.case_id, z, area, case.images[..., z].copy(), case.seg[..., z].copy())

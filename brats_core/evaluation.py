@@ -20,7 +20,15 @@ import nibabel as nib
 import numpy as np
 from tqdm import tqdm
 
-from brats_core.cases import AFFINE_ATOL, Case, CaseFiles, check_labels, find_cases, load_case, read_nifti
+from brats_core.cases import (
+    Case,
+    CaseFiles,
+    check_labels,
+    check_same_geometry,
+    find_cases,
+    load_case,
+    read_nifti,
+)
 from brats_core.config import HD95_ONE_EMPTY, LABELS, REGIONS
 from brats_core.errors import BratsError
 from brats_core.metrics import legacy_slice_score, region_metrics
@@ -138,13 +146,9 @@ def evaluate_folders(pred_dir: Path | str, ref_dir: Path | str, out_dir: Path | 
             raise BratsError(f"case '{files.case_id}' in {ref_dir} has no segmentation; it cannot be evaluated")
         ref, ref_affine, spacing = read_nifti(Path(files.seg))
         pred, pred_affine, _ = read_nifti(path)
-        if pred.shape != ref.shape:
-            raise BratsError(f"{path}: shape {pred.shape} differs from the reference shape {ref.shape}")
-        if not np.allclose(pred_affine, ref_affine, rtol=0.0, atol=AFFINE_ATOL):
-            raise BratsError(
-                f"{path}: affine differs from the reference {files.seg}:\n"
-                f"{np.array2string(pred_affine, precision=4)}\nvs\n{np.array2string(ref_affine, precision=4)}"
-            )
+        check_same_geometry(
+            str(path), pred.shape, pred_affine, f"the reference {files.seg}", ref.shape, ref_affine
+        )
         rows.append(
             evaluate_case(
                 check_labels(pred, str(path)), check_labels(ref, str(files.seg)), spacing, files.case_id

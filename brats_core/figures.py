@@ -1,8 +1,8 @@
 """Colours, overlays and the comparison figures; one definition of how a label map looks, used everywhere.
 
-The colour table and the overlay are plain numpy (RGB uint8), shared by the figures here, the API's PNG overlay,
-the UI and ``Deep_Learning_Model.visualize``. Matplotlib is imported only by the functions that draw figures,
-so importing the colours stays cheap for the API.
+The colour table, the grey window, the overlay and the choice of the slice to show are plain numpy (RGB
+uint8), shared by the figures here, the API's PNG overlay, the UI and ``Deep_Learning_Model.visualize``.
+Matplotlib is imported only by the functions that draw figures, so importing the colours stays cheap (API).
 """
 
 from __future__ import annotations
@@ -18,12 +18,23 @@ from brats_core.config import LABEL_NAMES, LABELS, MODALITIES, REGIONS
 LABEL_COLOURS: dict[int, tuple[int, int, int]] = {1: (230, 40, 40), 2: (40, 200, 70), 4: (250, 220, 30)}
 #: Opacity of the labels drawn over a grey slice.
 OVERLAY_ALPHA = 0.45
+#: Plane name -> axis of an (X, Y, Z) volume that indexes its slices (X, Y, Z run left-right, front-back and
+#: bottom-top in BraTS files and in RAS+/LPS+ voxel order).
+PLANES: dict[str, int] = {"axial": 2, "coronal": 1, "sagittal": 0}
 #: Display names of the modalities, in ``MODALITIES`` order.
 MODALITY_NAMES: dict[str, str] = dict(zip(MODALITIES, ("T1", "T1ce", "T2", "FLAIR"), strict=True))
 
-_COLOUR_TABLE = np.zeros((256, 3), dtype=np.uint8)
-for _label, _colour in LABEL_COLOURS.items():
-    _COLOUR_TABLE[_label] = _colour
+
+
+def _colour_table(colours: Mapping[int, tuple[int, int, int]]) -> np.ndarray:
+    """Lookup table label value -> RGB uint8 (black where ``colours`` has no entry)."""
+    table = np.zeros((256, 3), dtype=np.uint8)
+    for label, colour in colours.items():
+        table[label] = colour
+    return table
+
+
+_COLOUR_TABLE = _colour_table(LABEL_COLOURS)
 
 
 def intensity_window(image: np.ndarray, percentiles: tuple[float, float] = (1.0, 99.0)) -> tuple[float, float]:
@@ -43,17 +54,36 @@ def to_grey(image: np.ndarray, window: tuple[float, float]) -> np.ndarray:
     return (np.clip(scaled, 0.0, 1.0) * 255.0).round().astype(np.uint8)
 
 
-def labels_rgb(labels: np.ndarray) -> np.ndarray:
-    """RGB uint8 image of a label map (0/1/2/4) on black."""
-    return _COLOUR_TABLE[np.asarray(labels, dtype=np.uint8)]
+def labels_rgb(labels: np.ndarray, colours: Mapping[int, tuple[int, int, int]] | None = None) -> np.ndarray:
+    """RGB uint8 image of a label map (0/1/2/4) on black, in ``colours`` (default :data:`LABEL_COLOURS`)."""
+    table = _COLOUR_TABLE if colours is None else _colour_table(colours)
+    return table[np.asarray(labels, dtype=np.uint8)]
 
 
-def overlay(grey: np.ndarray, labels: np.ndarray, alpha: float = OVERLAY_ALPHA) -> np.ndarray:
-    """RGB uint8 image: the tumour labels coloured over the uint8 ``grey`` image with opacity ``alpha``."""
+def overlay(
+    grey: np.ndarray,
+    labels: np.ndarray,
+    alpha: float = OVERLAY_ALPHA,
+    colours: Mapping[int, tuple[int, int, int]] | None = None,
+) -> np.ndarray:
+    """RGB uint8 image: the tumour labels coloured (as :func:`labels_rgb`) over the uint8 ``grey`` image."""
     rgb = np.repeat(np.asarray(grey, dtype=np.float32)[..., None], 3, axis=-1)
     tumour = np.asarray(labels) > 0
-    rgb[tumour] = (1.0 - alpha) * rgb[tumour] + alpha * labels_rgb(labels)[tumour].astype(np.float32)
+    rgb[tumour] = (1.0 - alpha) * rgb[tumour] + alpha * labels_rgb(labels, colours)[tumour].astype(np.float32)
     return rgb.round().astype(np.uint8)
+
+
+def largest_tumour_slice(labels: np.ndarray, axis: int = 2) -> int:
+    """Index along ``axis`` of the slice with the most tumour voxels (labels > 0); the middle one if none.
+
+    Among slices tied for the most, the median one (a slab of equal slices gives its middle).
+    """
+    labels = np.asarray(labels)
+    counts = np.count_nonzero(labels, axis=tuple(a for a in range(labels.ndim) if a != axis))
+    if not counts.any():
+        return labels.shape[axis] // 2
+    best = np.flatnonzero(counts == counts.max())
+    return int(best[len(best) // 2])
 
 
 def _display(plane: np.ndarray) -> np.ndarray:

@@ -24,6 +24,7 @@ import streamlit as st
 
 from brats_core.config import MODALITIES
 from brats_core.errors import BratsError
+from brats_core.figures import MODALITY_NAMES, labels_rgb, largest_tumour_slice, overlay, to_grey
 from streamlit_app import viewer
 from streamlit_app.api_client import ApiClient, ApiError, default_api_url
 from streamlit_app.selection import LocalSelection, match_case, read_segmentation, selection_digest
@@ -274,7 +275,7 @@ def load_view(local: LocalSelection, local_id: str) -> CaseView | None:
         affine=case.affine,
         images=images,
         seg=None if case.seg is None else viewer.to_ras(case.seg, case.affine),
-        windows=[viewer.intensity_window(channel) for channel in images],
+        windows=[viewer.volume_window(channel) for channel in images],
     )
     return state.view
 
@@ -375,7 +376,7 @@ def show_viewer(view: CaseView, predicted: np.ndarray | None, slider_key: str) -
     reference = predicted if predicted is not None else view.seg
     axis = viewer.PLANES[plane]
     count = view.images.shape[1 + axis]
-    start = viewer.largest_tumour_slice(reference, plane) if reference is not None else count // 2
+    start = largest_tumour_slice(reference, axis) if reference is not None else count // 2
     with controls[1]:
         index = st.slider(
             "Slice",
@@ -392,28 +393,26 @@ def show_viewer(view: CaseView, predicted: np.ndarray | None, slider_key: str) -
     def cut(volume: np.ndarray) -> np.ndarray:
         return viewer.extract_slice(volume, plane, index)
 
-    greys = [
-        viewer.to_grey(cut(channel), window)
-        for channel, window in zip(view.images, view.windows, strict=True)
-    ]
-    for column, grey, name in zip(st.columns(4), greys, viewer.MODALITY_NAMES.values(), strict=True):
+    greys = [to_grey(cut(channel), window) for channel, window in zip(view.images, view.windows, strict=True)]
+    colours = viewer.label_colours(binary)
+    for column, grey, name in zip(st.columns(4), greys, MODALITY_NAMES.values(), strict=True):
         with column:
             image(grey, name)
     columns = st.columns(4)
     with columns[0]:
         if view.seg is not None:
-            image(viewer.labels_rgb(cut(view.seg), binary), "True mask")
+            image(labels_rgb(cut(view.seg), colours), "True mask")
         else:
             st.info("No true mask in this upload.")
     with columns[1]:
         if predicted is not None:
-            image(viewer.labels_rgb(cut(predicted), binary), "Predicted mask")
+            image(labels_rgb(cut(predicted), colours), "Predicted mask")
         else:
             st.info("Run the segmentation to see the predicted mask.")
     with columns[2]:
         if reference is not None:
             what = "prediction" if predicted is not None else "true mask"
-            image(viewer.overlay(greys[FLAIR], cut(reference), binary), f"Overlay: {what} on FLAIR")
+            image(overlay(greys[FLAIR], cut(reference), colours=colours), f"Overlay: {what} on FLAIR")
     with columns[3]:
         st.markdown(viewer.legend_html(binary), unsafe_allow_html=True)
 

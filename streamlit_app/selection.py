@@ -12,12 +12,12 @@ import tempfile
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path, PurePath
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 
-from brats_core.cases import Case, CaseFiles, find_cases, load_case, safe_extract_zip
+from brats_core.cases import Case, CaseFiles, find_cases, load_case, safe_extract_zip, safe_name
 from brats_core.config import LABELS
 from brats_core.errors import BratsError
 
@@ -32,14 +32,6 @@ def selection_digest(files: Sequence[NamedBytes]) -> str:
         digest.update(name.encode() + b"\0" + len(data).to_bytes(8, "little"))
         digest.update(data)
     return digest.hexdigest()
-
-
-def _safe_name(name: str) -> str:
-    """The base name of a user-given file name (no folders, no hidden files), for writing it in our folder."""
-    base = PurePath(name.replace("\\", "/")).name.lstrip(".")
-    if not base:
-        raise BratsError(f"{name!r}: not a usable file name")
-    return base
 
 
 @dataclass
@@ -68,7 +60,7 @@ class LocalSelection:
                     f"{zips[0]}: choose either one .zip or the NIfTI files of one case, not both"
                 )
             if zips:
-                archive = root / _safe_name(zips[0])
+                archive = root / safe_name(zips[0])
                 archive.write_bytes(files[0][1])
                 target = root / "files" / archive.stem
                 safe_extract_zip(archive, target)
@@ -77,7 +69,7 @@ class LocalSelection:
                 target = root / "files" / "case"
                 target.mkdir(parents=True)
                 for name, data in files:
-                    path = target / _safe_name(name)
+                    path = target / safe_name(name)
                     if path.exists():
                         raise BratsError(f"{name}: two files with this name were chosen")
                     path.write_bytes(data)

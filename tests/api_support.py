@@ -1,36 +1,28 @@
-"""Helpers shared by the API tests and the API benchmark: a tiny export, zips of cases, a real uvicorn server."""
+"""Helpers of the API tests and the API benchmark: settings, multipart bodies, a real uvicorn server.
+
+The test segmenter, the tiny random export and the case zips live in :mod:`support`, shared with the UI tests.
+"""
 
 from __future__ import annotations
 
-import io
 import os
 import socket
 import subprocess
 import sys
 import time
-import zipfile
 from collections.abc import Iterable
 from pathlib import Path
 
 import httpx
-import torch
+from support import write_random_export  # in __all__ for benchmarks/api_latency.py
 
-from brats_core.cases import CaseFiles
-from brats_core.config import REPO_ROOT, PreprocessConfig
-from Deep_Learning_Model.export import save_export
-from Deep_Learning_Model.model import ModelConfig, build_model
-from sspp_unet_api.app.config import Settings
+from brats_core.config import REPO_ROOT
+from sspp_unet_api.app.config import CHECKPOINT_DIR, SAMPLE_ZIP, Settings
 
-SHIPPED_CHECKPOINT = REPO_ROOT / "Deep_Learning_Model" / "checkpoints" / "sspp.pt"
-SAMPLE_ZIP = REPO_ROOT / "sspp_unet_api" / "sample" / "sample_case.zip"
-
-
-def write_random_export(path: Path, arch: str = "sspp", base_width: int = 8, seed: int = 0) -> Path:
-    """A randomly initialised model export; base width 8 (the default) makes a tiny, fast model for tests."""
-    torch.manual_seed(seed)
-    config = ModelConfig(arch=arch, base_width=base_width)
-    return save_export(path, build_model(config), config, PreprocessConfig(), metrics={},
-                       info={"note": "random weights for tests"})
+SHIPPED_CHECKPOINT = CHECKPOINT_DIR / "sspp.pt"
+__all__ = [
+    "SAMPLE_ZIP", "SHIPPED_CHECKPOINT", "api_settings", "multipart", "serve", "stop", "write_random_export",
+]  # fmt: skip
 
 
 def api_settings(data_dir: Path, checkpoint: Path, **overrides: object) -> Settings:
@@ -39,24 +31,6 @@ def api_settings(data_dir: Path, checkpoint: Path, **overrides: object) -> Setti
                                  "queue_timeout_seconds": 10.0}
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]
-
-
-def case_paths(files: CaseFiles) -> list[Path]:
-    return [*files.images.values(), *([files.seg] if files.seg is not None else [])]
-
-
-def zip_bytes(members: Iterable[tuple[str, bytes]], compression: int = zipfile.ZIP_STORED) -> bytes:
-    """A zip archive holding ``(name, data)`` members, in memory."""
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", compression=compression) as archive:
-        for name, data in members:
-            archive.writestr(name, data)
-    return buffer.getvalue()
-
-
-def case_zip(cases: Iterable[CaseFiles]) -> bytes:
-    """A zip with one folder per case (``<case>/<file>``), as users send them."""
-    return zip_bytes((f"{c.case_id}/{p.name}", p.read_bytes()) for c in cases for p in case_paths(c))
 
 
 def multipart(files: Iterable[Path]) -> list[tuple[str, tuple[str, bytes, str]]]:

@@ -9,10 +9,19 @@
     ``brats_core.config.SHARED_DATA_DIR`` (20 real cases, 240 x 240 x 155) when that folder exists, else
     ``synthetic_root``, so tests never skip. Real cases take ~0.5 s each to load: mark such tests
     ``@pytest.mark.real_data`` and load only one or two cases.
+
+``random_export``
+    A randomly initialised sspp export of base width 8 (``sspp.pt``: small and fast on a CPU, meaningless
+    predictions), written once per session by :func:`support.write_random_export`.
+
+``one_torch_thread``
+    Limits torch to one thread for the tests of a module (``pytestmark = pytest.mark.usefixtures(...)``),
+    restoring the previous count after: the tests share a few CPU cores.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -36,3 +45,20 @@ def real_or_synthetic_root(request: pytest.FixtureRequest) -> Path:
     if SHARED_DATA_DIR.is_dir():
         return SHARED_DATA_DIR
     return request.getfixturevalue("synthetic_root")
+
+
+@pytest.fixture(scope="session")
+def random_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from support import write_random_export
+
+    return write_random_export(tmp_path_factory.mktemp("export") / "sspp.pt")
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread() -> Iterator[None]:
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -1,56 +1,29 @@
-"""Helpers of the UI tests: the real API on a loopback port, a fake segmenter, a tiny export, case zips."""
+"""Helpers of the UI tests: the real API on a loopback port, a zip of a synthetic case, ``make demo``.
+
+The test segmenter, the tiny random export and the case zips come from :mod:`support`.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import io
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
-import zipfile
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import numpy as np
 import uvicorn
+from support import case_zip, free_port
 
-from brats_core.cases import Case
 from brats_core.config import REPO_ROOT
 from brats_core.synth import make_synthetic_case, write_case
 from sspp_unet_api.app.config import Settings
 from sspp_unet_api.app.main import create_app
-
-
-class FakeSegmenter:
-    """Predicts the true mask when the case has one (Dice 1), else a small cube; can be made to wait."""
-
-    name = "sspp"
-    device = "cpu"
-
-    def __init__(self, hold: threading.Event | None = None) -> None:
-        self.hold = hold
-
-    def predict(self, case: Case) -> np.ndarray:
-        if self.hold is not None:
-            self.hold.wait(60)
-        if case.seg is not None:
-            return case.seg.copy()
-        labels = np.zeros(case.shape, dtype=np.uint8)
-        x, y, z = (s // 2 for s in case.shape)
-        labels[x - 4 : x + 4, y - 4 : y + 4, z - 3 : z + 3] = 2
-        return labels
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class CountingApp:
@@ -87,37 +60,12 @@ def serve_api(settings: Settings, segmenter=None) -> Iterator[tuple[str, Countin
         thread.join(30)
 
 
-def case_zip(case: Case, folder: Path) -> bytes:
-    """The files of ``case`` (BraTS 2020 names, in a folder named after the case) as zip bytes."""
-    files = write_case(case, folder)
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        for path in [*files.images.values(), files.seg]:
-            if path is not None:
-                archive.write(path, f"{case.case_id}/{path.name}")
-    return buffer.getvalue()
-
-
 def synthetic_zip(folder: Path, case_id: str = "synth_ui", shape=(48, 48, 32), seed: int = 3) -> Path:
-    """A zip of one synthetic case written under ``folder``."""
+    """A zip of one synthetic case written under ``folder`` (BraTS 2020 names in a folder named after it)."""
+    files = write_case(make_synthetic_case(case_id, shape=shape, seed=seed), folder / "files")
     path = folder / f"{case_id}.zip"
-    path.write_bytes(case_zip(make_synthetic_case(case_id, shape=shape, seed=seed), folder / "files"))
+    path.write_bytes(case_zip([files]))
     return path
-
-
-def tiny_export(path: Path) -> Path:
-    """A randomly initialised U-Net + SSPP export of base width 8 (fast on a CPU, meaningless predictions)."""
-    import torch
-
-    from brats_core.config import PreprocessConfig
-    from Deep_Learning_Model.export import save_export
-    from Deep_Learning_Model.model import ModelConfig, build_model
-
-    config = ModelConfig(base_width=8)
-    torch.manual_seed(0)
-    return save_export(
-        path, build_model(config), config, PreprocessConfig(), {}, {"note": "tiny random test export"}
-    )
 
 
 class Demo:

@@ -16,10 +16,10 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-import torch
-from api_support import SAMPLE_ZIP, api_settings, case_paths, case_zip, multipart, write_random_export
+from api_support import SAMPLE_ZIP, api_settings, multipart
 from fastapi.testclient import TestClient
 from PIL import Image
+from support import Oracle, case_paths, case_zip, write_random_export
 
 from brats_core.cases import Case, CaseFiles, find_cases
 from brats_core.config import REGIONS, REPO_ROOT
@@ -29,40 +29,20 @@ from sspp_unet_api.app.config import Settings
 from sspp_unet_api.app.main import create_app
 
 SPACING = (1.2, 1.0, 2.0)
-
-
-class Oracle:
-    """Test-only model that returns the uploaded seg (zeros without one): volumes and metrics are known exactly."""
-
-    name = "sspp"
-
-    def predict(self, case: Case) -> np.ndarray:
-        return case.seg.copy() if case.seg is not None else np.zeros(case.shape, np.uint8)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 class Blocking(Oracle):
     """Oracle that holds its inference slot until ``release`` is set."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.entered, self.release = threading.Event(), threading.Event()
 
     def predict(self, case: Case) -> np.ndarray:
         self.entered.set()
         assert self.release.wait(30), "test never released the blocking model"
         return super().predict(case)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def export(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_random_export(tmp_path_factory.mktemp("export") / "sspp.pt")
 
 
 @pytest.fixture(scope="module")
@@ -83,8 +63,8 @@ def anisotropic_case(tmp_path_factory: pytest.TempPathFactory) -> CaseFiles:
 
 
 @pytest.fixture()
-def client(tmp_path: Path, export: Path):
-    with TestClient(create_app(api_settings(tmp_path / "data", export))) as test_client:
+def client(tmp_path: Path, random_export: Path):
+    with TestClient(create_app(api_settings(tmp_path / "data", random_export))) as test_client:
         yield test_client
 
 
@@ -173,9 +153,9 @@ def test_predict_with_the_tiny_model_writes_the_label_map_in_the_input_geometry(
 
 
 def test_volumes_and_metrics_are_exact_for_a_perfect_prediction(
-    tmp_path: Path, export: Path, anisotropic_case: CaseFiles
+    tmp_path: Path, random_export: Path, anisotropic_case: CaseFiles
 ) -> None:
-    with oracle_client(tmp_path, export) as client:
+    with oracle_client(tmp_path, random_export) as client:
         upload_id = upload(client, anisotropic_case)["upload_id"]
         body = client.post("/predict", json={"upload_id": upload_id, "case_id": "aniso_case"}).json()
     seg = np.asanyarray(nib.load(anisotropic_case.seg).dataobj)
@@ -194,9 +174,9 @@ def test_predict_one_shot_multipart(client: TestClient, two_cases: list[CaseFile
 
 
 def test_predict_picks_a_case_of_a_multi_case_upload(
-    tmp_path: Path, export: Path, two_cases: list[CaseFiles]
+    tmp_path: Path, random_export: Path, two_cases: list[CaseFiles]
 ) -> None:
-    with oracle_client(tmp_path, export) as client:
+    with oracle_client(tmp_path, random_export) as client:
         upload_id = upload(client, two_cases)["upload_id"]
         ambiguous = client.post("/predict", json={"upload_id": upload_id})
         assert ambiguous.status_code == 422 and "case_id" in ambiguous.json()["detail"]
@@ -207,11 +187,11 @@ def test_predict_picks_a_case_of_a_multi_case_upload(
 
 
 def test_model_field_picks_an_allowed_model(
-    tmp_path: Path, export: Path, two_cases: list[CaseFiles]
+    tmp_path: Path, random_export: Path, two_cases: list[CaseFiles]
 ) -> None:
     unet = write_random_export(tmp_path / "unet.pt", arch="unet")
-    settings = api_settings(tmp_path / "data", export, allowed_models=("sspp", "unet"),
-                            checkpoints={"sspp": export, "unet": unet})
+    settings = api_settings(tmp_path / "data", random_export, allowed_models=("sspp", "unet"),
+                            checkpoints={"sspp": random_export, "unet": unet})
     with TestClient(create_app(settings)) as client:
         assert client.get("/").json()["models"] == ["sspp", "unet"]
         upload_id = upload(client, two_cases[0])["upload_id"]
@@ -222,14 +202,14 @@ def test_model_field_picks_an_allowed_model(
             assert refused.status_code == 422 and "not served" in refused.json()["detail"]
 
 
-def test_models_with_pickled_artifacts_are_never_served(tmp_path: Path, export: Path) -> None:
+def test_models_with_pickled_artifacts_are_never_served(tmp_path: Path, random_export: Path) -> None:
     with pytest.raises(BratsError, match="pickle"):
-        create_app(api_settings(tmp_path, export, allowed_models=("sspp", "ridge")))
+        create_app(api_settings(tmp_path, random_export, allowed_models=("sspp", "ridge")))
 
 
 # --------------------------------------------------------------------------------------------------- results
-def test_overlay_png(tmp_path: Path, export: Path, anisotropic_case: CaseFiles) -> None:
-    with oracle_client(tmp_path, export) as client:
+def test_overlay_png(tmp_path: Path, random_export: Path, anisotropic_case: CaseFiles) -> None:
+    with oracle_client(tmp_path, random_export) as client:
         upload_id = upload(client, anisotropic_case)["upload_id"]
         prediction = client.post("/predict", json={"upload_id": upload_id}).json()
         url = prediction["urls"]["overlay"]
@@ -258,9 +238,9 @@ def test_download_sample_is_the_committed_zip(client: TestClient) -> None:
 
 
 def test_delete_removes_the_upload_and_its_predictions(
-    tmp_path: Path, export: Path, two_cases: list[CaseFiles]
+    tmp_path: Path, random_export: Path, two_cases: list[CaseFiles]
 ) -> None:
-    with oracle_client(tmp_path, export) as client:
+    with oracle_client(tmp_path, random_export) as client:
         upload_id = upload(client, two_cases[0])["upload_id"]
         prediction_id = client.post("/predict", json={"upload_id": upload_id}).json()["prediction_id"]
         assert client.delete(f"/uploads/{upload_id}").status_code == 204
@@ -273,9 +253,9 @@ def test_delete_removes_the_upload_and_its_predictions(
 
 # --------------------------------------------------------------------------------------- lifetime and load
 def test_uploads_expire_and_the_sweeper_deletes_them(
-    tmp_path: Path, export: Path, two_cases: list[CaseFiles]
+    tmp_path: Path, random_export: Path, two_cases: list[CaseFiles]
 ) -> None:
-    with oracle_client(tmp_path, export, ttl_seconds=1.0, cleanup_interval_seconds=0.1) as client:
+    with oracle_client(tmp_path, random_export, ttl_seconds=1.0, cleanup_interval_seconds=0.1) as client:
         upload_id = upload(client, two_cases[0])["upload_id"]
         prediction_id = client.post("/predict", json={"upload_id": upload_id}).json()["prediction_id"]
         assert client.get(f"/predictions/{prediction_id}/segmentation").status_code == 200
@@ -288,19 +268,19 @@ def test_uploads_expire_and_the_sweeper_deletes_them(
 
 
 def test_full_storage_refuses_uploads_with_503(
-    tmp_path: Path, export: Path, two_cases: list[CaseFiles]
+    tmp_path: Path, random_export: Path, two_cases: list[CaseFiles]
 ) -> None:
-    with oracle_client(tmp_path, export, max_disk_bytes=1) as client:
+    with oracle_client(tmp_path, random_export, max_disk_bytes=1) as client:
         upload(client, two_cases[0])
         refused = client.post("/upload", files=multipart(case_paths(two_cases[1])))
         assert refused.status_code == 503 and int(refused.headers["retry-after"]) >= 1
 
 
 def test_health_answers_while_predicting_and_a_full_queue_gets_503(
-    tmp_path: Path, export: Path, two_cases: list[CaseFiles]
+    tmp_path: Path, random_export: Path, two_cases: list[CaseFiles]
 ) -> None:
     model = Blocking()
-    with oracle_client(tmp_path, export, model, queue_timeout_seconds=0.3) as client:
+    with oracle_client(tmp_path, random_export, model, queue_timeout_seconds=0.3) as client:
         upload_id = upload(client, two_cases[0])["upload_id"]
         results: list = []
         worker = threading.Thread(

@@ -17,26 +17,14 @@ import httpx
 import nibabel as nib
 import numpy as np
 import pytest
-from api_support import (
-    SAMPLE_ZIP,
-    SHIPPED_CHECKPOINT,
-    case_paths,
-    multipart,
-    serve,
-    stop,
-    write_random_export,
-)
+from api_support import SAMPLE_ZIP, SHIPPED_CHECKPOINT, multipart, serve, stop
+from support import case_paths
 
 from brats_core.cases import CaseFiles
 from brats_core.config import REGIONS
 from brats_core.synth import make_synthetic_case, write_case
 
 CLIENTS, PREDICTIONS_PER_CLIENT = 8, 3
-
-
-@pytest.fixture(scope="module")
-def tiny_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_random_export(tmp_path_factory.mktemp("export") / "sspp.pt")
 
 
 def run_server(tmp: Path, checkpoint: Path, **env: str):
@@ -47,8 +35,8 @@ def run_server(tmp: Path, checkpoint: Path, **env: str):
 
 @pytest.mark.real_data
 @pytest.mark.slow
-def test_sample_case_end_to_end(tmp_path: Path, tiny_export: Path) -> None:
-    checkpoint = SHIPPED_CHECKPOINT if SHIPPED_CHECKPOINT.is_file() else tiny_export
+def test_sample_case_end_to_end(tmp_path: Path, random_export: Path) -> None:
+    checkpoint = SHIPPED_CHECKPOINT if SHIPPED_CHECKPOINT.is_file() else random_export
     process, url = run_server(tmp_path, checkpoint)
     try:
         with httpx.Client(base_url=url, timeout=300) as client:
@@ -96,9 +84,10 @@ def client_cases(tmp_path_factory: pytest.TempPathFactory) -> list[CaseFiles]:
 
 @pytest.mark.slow
 def test_concurrent_clients_get_their_own_results(
-    tmp_path: Path, tiny_export: Path, client_cases: list[CaseFiles]
+    tmp_path: Path, random_export: Path, client_cases: list[CaseFiles]
 ) -> None:
-    process, url = run_server(tmp_path, tiny_export, max_concurrent_inferences="2", queue_timeout_seconds="60")
+    process, url = run_server(tmp_path, random_export, max_concurrent_inferences="2",
+                              queue_timeout_seconds="60")
 
     def client_session(index: int) -> list[str]:
         own, other = client_cases[index], client_cases[(index + 1) % CLIENTS]

@@ -4,28 +4,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 import schemathesis
 from api_support import api_settings
 from hypothesis import HealthCheck, settings
 from hypothesis.internal.conjecture import utils as conjecture_utils
 from schemathesis.checks import not_a_server_error
+from support import Oracle
 
-from brats_core.cases import Case
 from sspp_unet_api.app.main import create_app
 
 schemathesis.experimental.OPEN_API_3_1.enable()
 EXAMPLES_PER_OPERATION = 20
-
-
-class Oracle:
-    """Test-only model (the fuzzer never gets past validation to a real prediction)."""
-
-    name = "sspp"
-
-    def predict(self, case: Case) -> np.ndarray:
-        return np.zeros(case.shape, np.uint8)
 
 
 @pytest.fixture(scope="module")

@@ -10,24 +10,17 @@ from pathlib import Path
 import anyio
 import numpy as np
 import pytest
-from api_support import api_settings, case_paths, case_zip, multipart, zip_bytes
+from api_support import api_settings, multipart
 from fastapi.testclient import TestClient
+from support import Oracle, case_paths, case_zip, zip_bytes
 
-from brats_core.cases import Case, CaseFiles, find_cases
+from brats_core.cases import Case, CaseFiles, find_cases, safe_name
 from brats_core.config import REPO_ROOT
 from brats_core.synth import make_synthetic_case, write_case
 from sspp_unet_api.app.main import create_app
 from sspp_unet_api.app.middleware import BodySizeLimit
-from sspp_unet_api.app.uploads import safe_name
 
 KEY = "s3cret-key"
-
-
-class Oracle:
-    name = "sspp"
-
-    def predict(self, case: Case) -> np.ndarray:
-        return case.seg.copy() if case.seg is not None else np.zeros(case.shape, np.uint8)
 
 
 class Broken(Oracle):

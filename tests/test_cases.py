@@ -13,7 +13,15 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from brats_core.cases import Case, CaseFiles, ZipLimits, find_cases, load_case, safe_extract_zip
+from brats_core.cases import (
+    Case,
+    CaseFiles,
+    ZipLimits,
+    find_cases,
+    load_case,
+    parse_name,
+    safe_extract_zip,
+)
 from brats_core.config import LABELS, MODALITIES, SHARED_DATA_DIR
 from brats_core.errors import BratsError
 from brats_core.synth import make_synthetic_case, write_case
@@ -55,6 +63,22 @@ def _assert_same(case: Case, reference: Case) -> None:
 
 
 # ------------------------------------------------------------------------------------------- layouts
+@pytest.mark.parametrize(
+    ("filename", "parsed"),
+    [
+        ("BraTS20_Training_001_t1ce.nii.gz", ("BraTS20_Training_001", "t1ce")),
+        ("BraTS-GLI-00000-000-t2f.nii", ("BraTS-GLI-00000-000", "flair")),
+        ("case_T1GD.NII.GZ", ("case", "t1ce")),
+        ("seg.nii.gz", ("", "seg")),
+        ("case_t1.txt", None),
+        ("case_dwi.nii.gz", None),
+        ("case_t1ce_mask.nii.gz", None),
+    ],
+)
+def test_parse_name(filename: str, parsed: tuple[str, str] | None) -> None:
+    assert parse_name(filename) == parsed
+
+
 def test_case_folder(case_dir: Path, tiny: Case) -> None:
     [files] = find_cases(case_dir)
     assert files.case_id == "case_a" and set(files.images) == set(MODALITIES) and files.seg is not None

@@ -9,26 +9,25 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 import brats_core.compare as compare_module
 from brats_core.cases import find_cases
 from brats_core.cli import main as brats
 from brats_core.compare import DISPLAY, LEGACY_LABEL, MODELS, SEED_NUMBERS, fold_splits, main
 from brats_core.errors import BratsError
-from brats_core.figures import LABEL_COLOURS, labels_rgb, overlay, to_grey
+from brats_core.figures import (
+    LABEL_COLOURS,
+    intensity_window,
+    labels_rgb,
+    largest_tumour_slice,
+    overlay,
+    to_grey,
+)
 from brats_core.split import load_split, make_split, save_split
 from brats_core.synth import write_dataset
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _args(data: Path, out: Path, *extra: str) -> list[str]:
@@ -271,3 +270,15 @@ def test_overlay_colours_tumour_and_keeps_background() -> None:
     assert mixed[0, 0].tolist() == [0, 0, 0]
     assert [mixed[0, 1].tolist(), mixed[1, 0].tolist()] == [list(LABEL_COLOURS[1]), list(LABEL_COLOURS[2])]
     assert overlay(grey, np.zeros_like(labels))[..., 0].tolist() == grey.tolist()
+
+
+def test_grey_window_and_the_slice_to_show() -> None:
+    assert intensity_window(np.zeros((4, 4))) == (0.0, 1.0)
+    assert intensity_window(np.full((4, 4), 7.0)) == (7.0, 8.0)  # a flat image still gets a usable window
+    labels = np.zeros((6, 5, 9), dtype=np.uint8)
+    assert largest_tumour_slice(labels) == 4  # no tumour: the middle slice
+    labels[1:3, 1:3, 6] = 4
+    labels[1, 1, 2] = 1
+    assert largest_tumour_slice(labels) == 6 and largest_tumour_slice(labels, axis=0) == 1
+    labels[:, :, 3:8] = 2
+    assert largest_tumour_slice(labels) == 5  # ties: the middle of the slab

@@ -7,23 +7,19 @@ import time
 
 import pytest
 import requests
-from streamlit_support import Demo, free_port, is_running, tiny_export
+from streamlit_support import Demo, is_running
+from support import free_port
 
 from streamlit_app import demo
 
 
-@pytest.fixture(scope="module")
-def export(tmp_path_factory):
-    return tiny_export(tmp_path_factory.mktemp("export") / "tiny_sspp.pt")
-
-
 @pytest.mark.slow
-def test_demo_serves_api_and_ui_and_stops_both_on_ctrl_c(export, tmp_path):
-    stack = Demo(export, tmp_path / "api")
+def test_demo_serves_api_and_ui_and_stops_both_on_ctrl_c(random_export, tmp_path):
+    stack = Demo(random_export, tmp_path / "api")
     try:
         assert f"API: {stack.api_url}" in stack.output() and f"UI:  {stack.ui_url}" in stack.output()
         health = requests.get(f"{stack.api_url}/", timeout=10).json()
-        assert health["status"] == "ok" and health["checkpoint"] == "tiny_sspp.pt"
+        assert health["status"] == "ok" and health["checkpoint"] == random_export.name
         assert requests.get(f"{stack.ui_url}/_stcore/health", timeout=10).text == "ok"
         children = stack.children()
         assert len(children) == 2
@@ -43,8 +39,8 @@ def test_demo_explains_a_missing_checkpoint(tmp_path, monkeypatch, capsys):
     assert "missing.pt is missing" in message and "brats train sspp --data DATA_DIR --export" in message
 
 
-def test_demo_refuses_a_busy_port(export, monkeypatch, capsys):
-    monkeypatch.setenv("BRATS_CHECKPOINT", str(export))
+def test_demo_refuses_a_busy_port(random_export, monkeypatch, capsys):
+    monkeypatch.setenv("BRATS_CHECKPOINT", str(random_export))
     with socket.create_server(("127.0.0.1", 0)) as busy:
         port = busy.getsockname()[1]
         assert demo.main(["--api-port", str(port), "--ui-port", str(free_port())]) == 2

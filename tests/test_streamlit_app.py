@@ -17,10 +17,12 @@ import numpy as np
 import pytest
 import requests
 from streamlit.testing.v1 import AppTest
-from streamlit_support import FakeSegmenter, case_zip, free_port, serve_api, synthetic_zip
+from streamlit_support import serve_api, synthetic_zip
+from support import Oracle, case_zip, free_port
 
 from brats_core.config import LABEL_NAMES, REPO_ROOT
 from brats_core.errors import BratsError
+from brats_core.figures import LABEL_COLOURS, labels_rgb, largest_tumour_slice, overlay
 from brats_core.synth import make_synthetic_case, write_case
 from sspp_unet_api.app.config import Settings
 from streamlit_app import viewer
@@ -52,44 +54,33 @@ def test_extract_slice_orientation_and_clipping():
     assert viewer.extract_slice(volume, "sagittal", 3)[-1 - 2, 0] == 1  # superior up, anterior left
 
 
-def test_largest_tumour_slice_per_plane_and_empty_volume():
+def test_largest_tumour_slice_per_plane():
     labels = np.zeros((10, 12, 14), dtype=np.uint8)
     labels[2, 3:9, 4:10] = 2
     labels[6, 5, 5] = 4
-    assert viewer.largest_tumour_slice(labels, "sagittal") == 2
-    assert viewer.largest_tumour_slice(labels, "coronal") == 5
-    assert viewer.largest_tumour_slice(np.zeros_like(labels), "axial") == 7  # none: the middle slice
-    slab = np.zeros_like(labels)
-    slab[:, :, 3:8] = 1
-    assert viewer.largest_tumour_slice(slab, "axial") == 5  # ties: the middle of the slab
+    assert largest_tumour_slice(labels, viewer.PLANES["sagittal"]) == 2
+    assert largest_tumour_slice(labels, viewer.PLANES["coronal"]) == 5
 
 
-def test_grey_levels_use_the_window():
-    image = np.array([[0.0, 50.0], [100.0, 200.0]])
-    np.testing.assert_array_equal(viewer.to_grey(image, (50.0, 150.0)), [[0, 0], [127, 255]])
+def test_volume_window_of_the_brain_voxels():
     volume = np.zeros((8, 8, 8), dtype=np.float32)
-    assert viewer.intensity_window(volume) == (0.0, 1.0)
+    assert viewer.volume_window(volume) == (0.0, 1.0)
     volume[2:6, 2:6, 2:6] = 7.0
-    low, high = viewer.intensity_window(volume)
+    low, high = viewer.volume_window(volume)
     assert low == 7.0 and high > low
 
 
 def test_colours_overlay_and_legend_share_one_colour_map():
     labels = np.array([[0, 1], [2, 4]], dtype=np.uint8)
-    rgb = viewer.labels_rgb(labels)
-    assert rgb[0, 0].tolist() == [0, 0, 0]
-    assert [tuple(rgb[0, 1]), tuple(rgb[1, 0]), tuple(rgb[1, 1])] == [
-        viewer.LABEL_COLOURS[k] for k in (1, 2, 4)
-    ]
-    assert {tuple(c) for c in viewer.labels_rgb(labels, binary=True)[labels > 0]} == {
-        viewer.WHOLE_TUMOUR_COLOUR
-    }
+    assert viewer.label_colours() == LABEL_COLOURS
+    binary = labels_rgb(labels, viewer.label_colours(binary=True))
+    assert binary[0, 0].tolist() == [0, 0, 0]
+    assert {tuple(c) for c in binary[labels > 0]} == {viewer.WHOLE_TUMOUR_COLOUR}
     grey = np.full((2, 2), 100, dtype=np.uint8)
-    blended = viewer.overlay(grey, labels, alpha=0.5)
+    blended = overlay(grey, labels, alpha=0.5, colours=viewer.label_colours(binary=True))
     assert blended[0, 0].tolist() == [100, 100, 100]  # background keeps the grey level
-    expected = np.round((100 + np.asarray(viewer.LABEL_COLOURS[4])) / 2)
-    np.testing.assert_array_equal(blended[1, 1], expected)
-    assert [name for name, _ in viewer.legend()] == [LABEL_NAMES[k] for k in (1, 2, 4)]
+    np.testing.assert_array_equal(blended[1, 1], np.round((100 + np.asarray(viewer.WHOLE_TUMOUR_COLOUR)) / 2))
+    assert viewer.legend() == [(LABEL_NAMES[k], LABEL_COLOURS[k]) for k in (1, 2, 4)]
     assert viewer.legend(binary=True) == [(viewer.WHOLE_TUMOUR_NAME, viewer.WHOLE_TUMOUR_COLOUR)]
     assert all(name in viewer.legend_html() for name in ("NCR/NET", "ED", "ET"))
 
@@ -121,7 +112,7 @@ def test_local_selection_from_nifti_files_and_from_zip(case_files, tmp_path):
     selection.close()
     assert not folder.exists()
 
-    zipped = LocalSelection.open([("upload.zip", case_zip(case, tmp_path))])
+    zipped = LocalSelection.open([("upload.zip", case_zip([write_case(case, tmp_path)]))])
     assert list(zipped.cases) == ["synth_local"]
     np.testing.assert_allclose(zipped.load("synth_local").images, case.images)
     zipped.close()
@@ -134,7 +125,7 @@ def test_local_selection_from_nifti_files_and_from_zip(case_files, tmp_path):
         ([("a.zip", b"PK"), ("x_t1.nii.gz", b"")], "either one .zip or the NIfTI files"),
         ([("broken.zip", b"not a zip")], "not a valid zip"),
         ([("x_t1.nii.gz", b"1"), ("x_t1.nii.gz", b"2")], "two files with this name"),
-        ([("..", b"1")], "not a usable file name"),
+        ([("..", b"1")], "no usable characters"),
     ],
 )
 def test_local_selection_rejects_bad_input(files, message):
@@ -182,14 +173,14 @@ def sample_zip(tmp_path_factory) -> Path:
 def api(tmp_path_factory, sample_zip):
     """The real API with a fake segmenter: (base URL, request counter)."""
     settings = Settings(data_dir=tmp_path_factory.mktemp("api"), sample_zip=sample_zip)
-    with serve_api(settings, FakeSegmenter()) as served:
+    with serve_api(settings, Oracle()) as served:
         yield served
 
 
 @pytest.fixture(scope="module")
 def keyed_api(tmp_path_factory, sample_zip):
     settings = Settings(data_dir=tmp_path_factory.mktemp("api_key"), sample_zip=sample_zip, api_key="secret")
-    with serve_api(settings, FakeSegmenter()) as served:
+    with serve_api(settings, Oracle()) as served:
         yield served
 
 
@@ -197,7 +188,7 @@ def keyed_api(tmp_path_factory, sample_zip):
 def slow_api(tmp_path, sample_zip):
     """An API whose predictions wait until the test ends."""
     hold = threading.Event()
-    with serve_api(Settings(data_dir=tmp_path / "api", sample_zip=sample_zip), FakeSegmenter(hold)) as served:
+    with serve_api(Settings(data_dir=tmp_path / "api", sample_zip=sample_zip), Oracle(hold)) as served:
         yield served
         hold.set()
 
@@ -308,7 +299,7 @@ def test_app_shows_health_then_sample_prediction_and_viewer(api, monkeypatch):
     assert captions[4:] == ["True mask", "Predicted mask", "Overlay: prediction on FLAIR"]
     assert [b.label for b in at.get("download_button")][-1] == "Download the predicted segmentation (.nii.gz)"
     slider = at.slider[0]
-    assert slider.value == viewer.largest_tumour_slice(_sample_labels(), "axial")
+    assert slider.value == largest_tumour_slice(_sample_labels(), viewer.PLANES["axial"])
     assert any("NCR/NET" in m.value for m in at.markdown)
 
     # Moving the slider, changing the plane and the binary switch send nothing to the API.
@@ -317,7 +308,7 @@ def test_app_shows_health_then_sample_prediction_and_viewer(api, monkeypatch):
     at.radio(key="plane").set_value("coronal").run()
     at.toggle(key="binary").set_value(True).run()
     assert not at.exception and not _errors(at)
-    assert at.slider[0].value == viewer.largest_tumour_slice(_sample_labels(), "coronal")
+    assert at.slider[0].value == largest_tumour_slice(_sample_labels(), viewer.PLANES["coronal"])
     assert any(viewer.WHOLE_TUMOUR_NAME in m.value for m in at.markdown)
     assert dict(app.requests) == before
     sent = app.requests - sent

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from streamlit_support import Demo, tiny_export
+from streamlit_support import Demo
 
 from brats_core.config import REPO_ROOT
 
@@ -36,11 +36,11 @@ def _require_browser() -> None:
 
 
 @pytest.mark.slow
-def test_sample_prediction_in_the_browser(tmp_path):
+def test_sample_prediction_in_the_browser(tmp_path, random_export):
     _require_browser()
     from playwright.sync_api import expect, sync_playwright
 
-    stack = Demo(tiny_export(tmp_path / "tiny_sspp.pt"), tmp_path / "api")
+    stack = Demo(random_export, tmp_path / "api")
     try:
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)

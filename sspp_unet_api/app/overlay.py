@@ -10,12 +10,7 @@ import numpy as np
 from PIL import Image
 
 from brats_core.errors import BratsError
-
-#: View name -> array axis it cuts (arrays are (X, Y, Z) as stored in the NIfTI files).
-AXES: dict[str, int] = {"sagittal": 0, "coronal": 1, "axial": 2}
-#: RGB colour of each label (ITK-SNAP-like: NCR/NET red, ED green, ET yellow) and the overlay opacity.
-COLOURS: dict[int, tuple[int, int, int]] = {1: (230, 40, 40), 2: (40, 200, 70), 4: (250, 220, 30)}
-ALPHA = 0.45
+from brats_core.figures import PLANES, intensity_window, largest_tumour_slice, overlay, to_grey
 
 
 def _plane(path: Path, axis: int, index: int) -> np.ndarray:
@@ -28,33 +23,21 @@ def _plane(path: Path, axis: int, index: int) -> np.ndarray:
     return np.asarray(proxy[tuple(key)], dtype=np.float32).reshape(plane_shape)
 
 
-def default_index(labels_path: Path, axis: int) -> int:
-    """The slice with the most tumour voxels along ``axis`` (the middle slice when there is no tumour)."""
-    labels = np.asanyarray(nib.load(labels_path).dataobj)
-    counts = np.count_nonzero(labels, axis=tuple(a for a in range(3) if a != axis))
-    return int(np.argmax(counts)) if counts.any() else labels.shape[axis] // 2
-
-
 def render_overlay(image_path: Path, labels_path: Path, view: str, index: int | None) -> bytes:
-    """PNG bytes: the image slice in grey (1st-99th percentile window) with the labels coloured on top.
+    """PNG bytes: the image slice in grey with the labels coloured on top, drawn by :mod:`brats_core.figures`.
 
-    The slice is shown with its first in-plane axis left to right and its second bottom to top.
+    ``index`` None: the slice with the most tumour. The grey window is the slice's 1st-99th percentiles. The
+    slice is shown with its first in-plane axis left to right and its second bottom to top.
     """
-    axis = AXES[view]
-    size = int(nib.load(labels_path).shape[axis])
+    axis = PLANES[view]  # arrays are (X, Y, Z) as stored in the NIfTI files
+    labels_image = nib.load(labels_path)
+    size = int(labels_image.shape[axis])
     if index is None:
-        index = default_index(labels_path, axis)
+        index = largest_tumour_slice(np.asanyarray(labels_image.dataobj), axis)
     if not 0 <= index < size:
         raise BratsError(f"slice index {index} is out of range for the {view} axis (0..{size - 1})")
     image, labels = _plane(image_path, axis, index), _plane(labels_path, axis, index).astype(np.uint8)
-    inside = image[image > 0]
-    low, high = np.percentile(inside, (1, 99)) if inside.size else (0.0, 1.0)
-    grey = np.clip((image - low) / max(high - low, 1e-6), 0.0, 1.0) * 255.0
-    rgb = np.repeat(grey[..., None], 3, axis=-1)
-    for label, colour in COLOURS.items():
-        mask = labels == label
-        rgb[mask] = (1.0 - ALPHA) * rgb[mask] + ALPHA * np.asarray(colour, dtype=np.float32)
-    picture = np.ascontiguousarray(np.rot90(rgb.astype(np.uint8)))
+    picture = np.ascontiguousarray(np.rot90(overlay(to_grey(image, intensity_window(image)), labels)))
     buffer = io.BytesIO()
     Image.fromarray(picture).save(buffer, format="PNG")
     return buffer.getvalue()

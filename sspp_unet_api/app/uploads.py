@@ -1,7 +1,7 @@
 """Turning uploaded files into validated cases inside one upload's folder.
 
-Client file names are reduced to a safe basename (no directories, drive letters, backslashes or unusual
-characters) and used only below the upload's own folder; zips go through
+Client file names are reduced to a safe basename by :func:`brats_core.cases.safe_name` (no directories, drive
+letters, backslashes or unusual characters) and used only below the upload's own folder; zips go through
 :func:`brats_core.cases.safe_extract_zip` with the configured limits; the cases are found and fully loaded by
 the shared case loader, so every problem surfaces here as a :class:`BratsError` naming the file.
 """
@@ -13,41 +13,31 @@ import re
 from pathlib import Path
 from typing import BinaryIO
 
-from brats_core.cases import SUFFIXES, CaseFiles, ZipLimits, find_cases, load_case, safe_extract_zip
+from brats_core.cases import (
+    NAMING_HINT,
+    CaseFiles,
+    ZipLimits,
+    find_cases,
+    load_case,
+    nifti_stem,
+    parse_name,
+    safe_extract_zip,
+    safe_name,
+)
 from brats_core.config import MODALITIES
 from brats_core.errors import BratsError
 from sspp_unet_api.app.config import Settings
 
 CHUNK = 1 << 20
-MAX_NAME_LENGTH = 128
-NIFTI_EXTENSIONS = (".nii.gz", ".nii")
-_MODALITY_SUFFIX = re.compile(r"[_-](?:" + "|".join(SUFFIXES) + r")$", re.IGNORECASE)
 
 
 class PayloadTooLarge(BratsError):
     """The uploaded bytes exceed ``max_request_bytes`` (HTTP 413)."""
 
 
-def safe_name(name: str | None) -> str:
-    """The basename of a client file name reduced to ``[A-Za-z0-9._-]`` (at most 128 characters, no leading dot).
-
-    ``../../x``, ``/abs/x``, ``C:\\dir\\x`` and ``dir\\x`` all become ``x``; raises BratsError when nothing is left.
-    """
-    base = re.sub(r"^[A-Za-z]:", "", (name or "").replace("\\", "/").rsplit("/", 1)[-1])
-    clean = re.sub(r"[^A-Za-z0-9._-]", "_", base).lstrip(".")[-MAX_NAME_LENGTH:].lstrip(".")
-    if not clean:
-        raise BratsError(f"file name {name!r} has no usable characters; name files like <case>_t1.nii.gz")
-    return clean
-
-
-def _nifti_stem(name: str) -> str | None:
-    lower = name.lower()
-    return next((name[: -len(ext)] for ext in NIFTI_EXTENSIONS if lower.endswith(ext)), None)
-
-
 def _case_folder_name(names: list[str], fallback: str) -> str:
     """The prefix the files of one case share once ``_t1``, ``-t2f``... are removed, e.g. ``BraTS20_001``."""
-    stems = [_MODALITY_SUFFIX.sub("", _nifti_stem(n) or n) for n in names]
+    stems = [parsed[0] if (parsed := parse_name(n)) else nifti_stem(n) or n for n in names]
     prefix = re.sub(r"[^A-Za-z0-9._-]", "_", os.path.commonprefix(stems)).strip("_-.")
     return prefix or fallback
 
@@ -100,7 +90,7 @@ def _ingest(sources: list[tuple[str | None, BinaryIO]], folder: Path, settings: 
         raise BratsError("no file uploaded: send one .zip or the .nii/.nii.gz files of one case as 'files'")
     names = [safe_name(name) for name, _ in sources]
     zips = [n for n in names if n.lower().endswith(".zip")]
-    others = [n for n in names if not n.lower().endswith(".zip") and _nifti_stem(n) is None]
+    others = [n for n in names if not n.lower().endswith(".zip") and nifti_stem(n) is None]
     if others:
         raise BratsError(f"file '{others[0]}' is neither a .zip nor a NIfTI file (.nii or .nii.gz)")
     if zips and len(names) > 1:
@@ -122,7 +112,7 @@ def _ingest(sources: list[tuple[str | None, BinaryIO]], folder: Path, settings: 
         extract_root = files_dir / "extracted"
         extracted = safe_extract_zip(archive, extract_root, zip_limits(settings))
         archive.unlink()
-        not_nifti = [p for p in extracted if _nifti_stem(p.name) is None]
+        not_nifti = [p for p in extracted if nifti_stem(p.name) is None]
         if not_nifti:
             member = not_nifti[0].relative_to(extract_root.resolve())
             raise BratsError(f"archive '{names[0]}': member '{member}' is not a NIfTI file (.nii or .nii.gz)")
@@ -141,8 +131,7 @@ def _ingest(sources: list[tuple[str | None, BinaryIO]], folder: Path, settings: 
     unused = sorted(all_files - used)
     if unused:
         raise BratsError(
-            f"file '{unused[0].relative_to(files_dir.resolve())}' is not part of any case; name the files of a case "
-            "<case>_t1, _t1ce, _t2, _flair (and _seg), or -t1n, -t1c, -t2w, -t2f (and -seg)"
+            f"file '{unused[0].relative_to(files_dir.resolve())}' is not part of any case; {NAMING_HINT}"
         )
     if len(cases) > settings.max_cases_per_upload:
         raise BratsError(f"{len(cases)} cases uploaded; at most {settings.max_cases_per_upload} per upload")
