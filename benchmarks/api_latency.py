@@ -1,0 +1,106 @@
+"""Latency and throughput of ``POST /predict`` through a real uvicorn server on loopback, on the sample case.
+
+    python benchmarks/api_latency.py                                # 10 requests, 2 clients, 1 inference slot
+    python benchmarks/api_latency.py --requests 20 --concurrency 4 --slots 2 --threads 1
+    python benchmarks/api_latency.py --quick                        # 4 requests
+
+Starts ``uvicorn sspp_unet_api.app.main:app`` on 127.0.0.1 (CPU), uploads the bundled sample case
+(240x240x155), sends one warm-up prediction and then ``--requests`` predictions from ``--concurrency`` clients,
+and reports the p50/p95 client-side latency (queueing included), the server-side model time and the
+predictions per minute. The model is the shipped ``Deep_Learning_Model/checkpoints/sspp.pt`` if present, else
+a randomly initialised model of the default configuration (same architecture and cost; ``weights`` in the
+JSON says which). The last stdout line is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+from brats_core.config import REPO_ROOT
+
+sys.path.insert(0, str(REPO_ROOT / "tests"))
+from api_support import SAMPLE_ZIP, SHIPPED_CHECKPOINT, serve, stop, write_random_export  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=10, help="timed /predict requests (after one warm-up)")
+    parser.add_argument("--concurrency", type=int, default=2, help="clients sending at once")
+    parser.add_argument("--slots", type=int, default=1, help="server inference slots (BRATS_MAX_CONCURRENT_INFERENCES)")
+    parser.add_argument("--threads", type=int, default=2, help="torch/OpenMP threads of the server")
+    parser.add_argument("--timeout", type=float, default=600.0, help="seconds allowed for one request")
+    parser.add_argument("--quick", action="store_true", help="4 requests (for make bench --quick)")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.requests = min(args.requests, 4)
+
+    with tempfile.TemporaryDirectory(prefix="brats_api_bench_") as tmp_name:
+        tmp = Path(tmp_name)
+        shipped = SHIPPED_CHECKPOINT.is_file()
+        checkpoint = SHIPPED_CHECKPOINT if shipped else write_random_export(tmp / "sspp.pt", base_width=32)
+        weights = "shipped" if shipped else "random (no shipped checkpoint; default configuration)"
+        print(f"model: {checkpoint} ({weights})")
+        env = {"BRATS_CHECKPOINT": str(checkpoint), "BRATS_DATA_DIR": str(tmp / "data"), "BRATS_DEVICE": "cpu",
+               "BRATS_MAX_CONCURRENT_INFERENCES": str(args.slots), "BRATS_QUEUE_TIMEOUT_SECONDS": str(args.timeout),
+               "OMP_NUM_THREADS": str(args.threads)}
+        process, url = serve(env, tmp / "server.log")
+        try:
+            with httpx.Client(base_url=url, timeout=args.timeout) as client:
+                uploaded = client.post("/upload", files=[("files", ("sample_case.zip", SAMPLE_ZIP.read_bytes()))])
+                uploaded.raise_for_status()
+                upload_id = uploaded.json()["upload_id"]
+                warm = client.post("/predict", json={"upload_id": upload_id})
+                warm.raise_for_status()
+                print(f"warm-up: {warm.json()['total_seconds']:.2f} s server-side")
+
+                def one(_: int) -> tuple[float, dict | None]:
+                    start = time.perf_counter()
+                    response = client.post("/predict", json={"upload_id": upload_id})
+                    return time.perf_counter() - start, response.json() if response.status_code == 200 else None
+
+                start = time.perf_counter()
+                with ThreadPoolExecutor(args.concurrency) as pool:
+                    results = list(pool.map(one, range(args.requests)))
+                wall = time.perf_counter() - start
+        finally:
+            clean = stop(process, tmp / "server.log")
+    latencies = [seconds for seconds, body in results if body is not None]
+    runtimes = [body["runtime_seconds"] for _, body in results if body is not None]
+    summary = {
+        "benchmark": "api_latency",
+        "weights": "shipped" if shipped else "random",
+        "device": warm.json()["device"],
+        "case": "sample_case.zip (240x240x155)",
+        "requests": args.requests,
+        "concurrency": args.concurrency,
+        "slots": args.slots,
+        "server_threads": args.threads,
+        "errors": args.requests - len(latencies),
+        "p50_s": round(float(np.percentile(latencies, 50)), 3) if latencies else None,
+        "p95_s": round(float(np.percentile(latencies, 95)), 3) if latencies else None,
+        "model_p50_s": round(statistics.median(runtimes), 3) if runtimes else None,
+        "requests_per_minute": round(len(latencies) / wall * 60.0, 2),
+        "wall_s": round(wall, 2),
+        "load_average_1min": round(os.getloadavg()[0], 2),
+        "clean_shutdown": clean,
+    }
+    print(f"{len(latencies)}/{args.requests} ok, p50 {summary['p50_s']} s, p95 {summary['p95_s']} s, "
+          f"model p50 {summary['model_p50_s']} s, {summary['requests_per_minute']} predictions/min "
+          f"(load average {summary['load_average_1min']})")
+    print(json.dumps(summary))
+    return 0 if summary["errors"] == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
