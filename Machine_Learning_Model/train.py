@@ -1,0 +1,255 @@
+"""Train the per-voxel classifiers on a split's training cases, tune them on its validation cases, save
+the artifacts and score them on its test cases with the shared harness.
+
+1. Atlas: the naive model's region counts over the training cases (``Naive_Model.naive_mean_model``).
+2. Samples: ``--samples-per-case`` brain voxels per training case, balanced over the labels 0/1/2/4; their
+   atlas prior is leave-one-out (the atlas without the voxel's own case), as a test case never is in the atlas.
+3. Fit ridge, tree and KNN (KNN on at most ``--knn-max-samples`` of the samples, stratified).
+4. Validation cases: per classifier the tumour threshold with the best mean Dice (WT, TC, ET; on the
+   preprocessed grid), then per model the smallest tumour component kept, as a fraction of the largest (0 = no
+   post-processing), measured in the original grid.
+5. Save ``artifacts/<model>.joblib``; evaluate on the test cases into ``results/<model>/``.
+
+    python Machine_Learning_Model/train.py --model all        # or: brats train ml --model all
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from sklearn.base import clone
+
+from brats_core.cases import CaseFiles, load_case
+from brats_core.config import DEFAULT_SPLIT, LABELS, REGIONS, RESULTS_DIR, SHARED_DATA_DIR, PreprocessConfig
+from brats_core.errors import BratsError
+from brats_core.labels import labels_to_regions
+from brats_core.metrics import dice
+from brats_core.preprocessing import preprocess
+from Machine_Learning_Model.features import FeatureConfig, image_features, prior_features, volume_to_grid
+from Machine_Learning_Model.models import (
+    ARTIFACT_DIR,
+    MEMBERS,
+    MODEL_NAMES,
+    VoxelSegmenter,
+    build_estimator,
+    drop_small_components,
+)
+from Naive_Model.naive_mean_model import AtlasCounts, split_cases
+
+#: Post-processing candidates: drop tumour components smaller than this fraction of the largest one
+#: (0 keeps everything, 1 keeps the largest only).
+MIN_COMPONENT_FRACTIONS: tuple[float, ...] = (0.0, 0.01, 0.05, 0.2, 1.0)
+#: Candidate tumour thresholds: these quantiles of the validation margins, plus 0 (the plain argmax).
+THRESHOLD_QUANTILES = np.linspace(0.0, 0.5, 501)
+#: Preprocessing of the shipped artifacts: 96 pixels in-plane (about 2 mm) keeps KNN under 10 s a case.
+DEFAULT_PREPROCESS = PreprocessConfig(size=96)
+
+
+def sample_index(labels: np.ndarray, brain: np.ndarray, per_case: int, rng: np.random.Generator) -> np.ndarray:
+    """Flat indices of up to ``per_case // 4`` brain voxels of each label (all of them if fewer), sorted."""
+    labels, brain = labels.reshape(-1), brain.reshape(-1)
+    picks = []
+    for label in LABELS:
+        candidates = np.flatnonzero(brain & (labels == label))
+        picks.append(rng.choice(candidates, min(per_case // len(LABELS), candidates.size), replace=False))
+    return np.sort(np.concatenate(picks))
+
+
+def training_samples(files: list[CaseFiles], atlas: AtlasCounts, preprocess_config: PreprocessConfig,
+                     feature_config: FeatureConfig, per_case: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Features and labels of the sampled voxels of every training case (leave-one-out atlas prior)."""
+    rng = np.random.default_rng(seed)
+    features, targets = [], []
+    for case_files in files:
+        case = load_case(case_files)
+        pre = preprocess(case, preprocess_config)
+        index = sample_index(pre.labels, pre.brain, per_case, rng)
+        loo = atlas.leave_one_out_levels(labels_to_regions(case.seg)).astype(np.float32) / 255.0
+        prior = volume_to_grid(loo, pre.geometry)
+        features.append(np.concatenate(
+            [image_features(pre, index, feature_config), prior_features(prior, index)], axis=1))
+        targets.append(pre.labels.reshape(-1)[index])
+    return np.concatenate(features), np.concatenate(targets)
+
+
+def stratified_subset(targets: np.ndarray, limit: int, seed: int) -> np.ndarray:
+    """Indices of at most ``limit`` samples keeping the label proportions."""
+    if len(targets) <= limit:
+        return np.arange(len(targets))
+    rng = np.random.default_rng(seed)
+    keep = [rng.choice(np.flatnonzero(targets == label), round(limit * np.mean(targets == label)), replace=False)
+            for label in np.unique(targets)]
+    return np.sort(np.concatenate(keep))
+
+
+def _region_dice_curves(scores: np.ndarray, ref: np.ndarray, ref_sizes: np.ndarray,
+                        candidates: np.ndarray) -> np.ndarray:
+    """Dice (3 regions x candidates) of ``scores_to_labels(scores, t)`` for every candidate threshold t.
+
+    Sorting the voxels by margin makes every threshold one prefix, so overlaps are cumulative sums.
+    """
+    margin = scores[:, 0] - scores[:, 1:].max(axis=1)
+    tumour_label = np.asarray(LABELS[1:])[scores[:, 1:].argmax(axis=1)]
+    order = np.argsort(margin, kind="stable")
+    cut = np.searchsorted(margin[order], candidates, side="left")
+    curves = np.empty((len(REGIONS), len(candidates)))
+    for r, values in enumerate(REGIONS.values()):
+        predicted = np.isin(tumour_label[order], values)
+        overlap = predicted & np.isin(ref[order], values)
+        size = np.concatenate([[0], np.cumsum(predicted)])[cut]
+        hits = np.concatenate([[0], np.cumsum(overlap)])[cut]
+        total = size + ref_sizes[r]
+        curves[r] = np.where(total == 0, 1.0, 2.0 * hits / np.maximum(total, 1))
+    return curves
+
+
+def tune_threshold(validation: list[dict], member: str) -> tuple[float, float]:
+    """The tumour threshold of ``member`` with the best mean Dice over regions and validation cases."""
+    margins = np.concatenate([v["scores"][member][:, 0] - v["scores"][member][:, 1:].max(axis=1) for v in validation])
+    candidates = np.unique(np.concatenate([np.quantile(margins[np.isfinite(margins)], THRESHOLD_QUANTILES), [0.0]]))
+    mean = np.mean([_region_dice_curves(v["scores"][member], v["ref"], v["ref_sizes"], candidates).mean(axis=0)
+                    for v in validation], axis=0)
+    best = int(np.argmax(mean))
+    return float(candidates[best]), float(mean[best])
+
+
+def _validation_case(case_files: CaseFiles, probe: VoxelSegmenter) -> dict:
+    case = load_case(case_files)
+    if case.seg is None:
+        raise BratsError(f"validation case '{case.case_id}' has no segmentation")
+    pre, index, features = probe.prepare(case)
+    ref_grid = pre.labels.reshape(-1)
+    return {
+        "case": case, "pre": pre, "index": index, "scores": probe.member_scores(features), "ref": ref_grid[index],
+        "ref_sizes": np.array([np.isin(ref_grid, values).sum() for values in REGIONS.values()]),
+    }
+
+
+def _mean_region_dice(labels: np.ndarray, seg: np.ndarray) -> float:
+    return float(np.mean([dice(p, r) for p, r in zip(labels_to_regions(labels), labels_to_regions(seg), strict=True)]))
+
+
+def tune_postprocessing(segmenter: VoxelSegmenter, validation: list[dict]) -> dict[float, float]:
+    """Mean validation Dice (original grid) of ``segmenter`` for each minimum component fraction."""
+    results = {fraction: [] for fraction in MIN_COMPONENT_FRACTIONS}
+    for v in validation:
+        labels = segmenter.restore(v["case"], v["pre"], v["index"], segmenter.grid_labels(v["scores"]))
+        for fraction in MIN_COMPONENT_FRACTIONS:
+            results[fraction].append(_mean_region_dice(drop_small_components(labels, fraction), v["case"].seg))
+    return {fraction: float(np.mean(values)) for fraction, values in results.items()}
+
+
+def train(models: list[str], train_files: list[CaseFiles], val_files: list[CaseFiles],
+          preprocess_config: PreprocessConfig = DEFAULT_PREPROCESS, feature_config: FeatureConfig = FeatureConfig(),
+          samples_per_case: int = 4000, knn_max_samples: int = 10000, seed: int = 0,
+          log=print) -> dict[str, VoxelSegmenter]:
+    """Fit, tune and return the requested models (see module docstring); nothing is written."""
+    if not val_files:
+        raise BratsError("the split has no validation cases; the ML models tune their thresholds on them")
+    start = time.perf_counter()
+    atlas = AtlasCounts()
+    for case_files in train_files:
+        atlas.add(load_case(case_files))
+    if atlas.n_cases < 2:
+        raise BratsError(f"the ML models need at least two training cases, got {atlas.n_cases}")
+    features, targets = training_samples(train_files, atlas, preprocess_config, feature_config, samples_per_case, seed)
+    features_s = time.perf_counter() - start
+    log(f"features: {features.shape[0]} samples x {features.shape[1]} from {atlas.n_cases} cases in {features_s:.1f} s")
+
+    members = list(MEMBERS) if "ensemble" in models else [m for m in MEMBERS if m in models]
+    estimators, fit_s = {}, {}
+    for member in members:
+        start = time.perf_counter()
+        rows = stratified_subset(targets, knn_max_samples, seed) if member == "knn" else slice(None)
+        estimators[member] = clone(build_estimator(member, seed)).fit(features[rows], targets[rows])
+        fit_s[member] = time.perf_counter() - start
+        log(f"{member}: fitted in {fit_s[member]:.1f} s")
+
+    start = time.perf_counter()
+    # Only prepare() and member_scores() of this probe are used: they serve every fitted member at once.
+    probe = VoxelSegmenter(models[0], estimators, dict.fromkeys(members, 0.0), atlas.levels(), preprocess_config,
+                           feature_config)
+    probe.set_n_jobs(-1)
+    validation = [_validation_case(case_files, probe) for case_files in val_files]
+    thresholds, val_dice = {}, {}
+    for member in members:
+        thresholds[member], val_dice[member] = tune_threshold(validation, member)
+        log(f"{member}: tumour threshold {thresholds[member]:.4g} (validation grid Dice {val_dice[member]:.3f})")
+    lead = max(members, key=val_dice.get)
+    tuning_s = time.perf_counter() - start
+
+    out = {}
+    for name in models:
+        start = time.perf_counter()
+        own = MEMBERS if name == "ensemble" else (name,)
+        segmenter = VoxelSegmenter(name, {m: estimators[m] for m in own}, {m: thresholds[m] for m in own},
+                                   atlas.levels(), preprocess_config, feature_config,
+                                   lead=lead if name == "ensemble" else None)
+        post = tune_postprocessing(segmenter, validation)
+        best = max(post.values())
+        segmenter.min_component_fraction = min(f for f, value in post.items() if value >= best - 1e-9)
+        log(f"{name}: validation mean Dice by min component fraction {json.dumps(post)} "
+            f"-> {segmenter.min_component_fraction:g}")
+        segmenter.info = {
+            "train_case_ids": atlas.case_ids,
+            "val_case_ids": [f.case_id for f in val_files],
+            "samples": int(len(targets)),
+            "samples_per_case": samples_per_case,
+            "knn_max_samples": knn_max_samples,
+            "seed": seed,
+            "features_seconds": features_s,
+            "fit_seconds": sum(fit_s[m] for m in own),
+            "tuning_seconds": tuning_s + time.perf_counter() - start,
+            "val_grid_dice": {m: val_dice[m] for m in own},
+            "val_dice_by_min_component_fraction": {str(k): v for k, v in post.items()},
+        }
+        out[name] = segmenter
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    from brats_core.evaluation import evaluate_segmenter
+
+    parser = argparse.ArgumentParser(prog="brats train ml", description=__doc__.splitlines()[0])
+    parser.add_argument("--model", choices=(*MODEL_NAMES, "all"), default="all")
+    parser.add_argument("--data", type=Path, default=SHARED_DATA_DIR, help="folder (or .zip) of cases")
+    parser.add_argument("--split", type=Path, default=DEFAULT_SPLIT, help="patient-level split JSON")
+    parser.add_argument("--artifacts", type=Path, default=ARTIFACT_DIR, help="folder for <model>.joblib")
+    parser.add_argument("--results", type=Path, default=RESULTS_DIR, help="evaluation root: <results>/<model>/")
+    parser.add_argument("--size", type=int, default=DEFAULT_PREPROCESS.size, help="in-plane size of the grid")
+    parser.add_argument("--samples-per-case", type=int, default=4000)
+    parser.add_argument("--knn-max-samples", type=int, default=10000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-eval", action="store_true", help="skip the evaluation on the test cases")
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+
+    models = list(MODEL_NAMES) if args.model == "all" else [args.model]
+    train_files = split_cases(args.data, args.split, ["train"])
+    val_files = split_cases(args.data, args.split, ["val"])
+    start = time.perf_counter()
+    segmenters = train(models, train_files, val_files, PreprocessConfig(size=args.size), FeatureConfig(),
+                       args.samples_per_case, args.knn_max_samples, args.seed)
+    print(f"trained {', '.join(models)} in {time.perf_counter() - start:.1f} s")
+    test_files = [] if args.no_eval else split_cases(args.data, args.split, ["test"])
+    for name, segmenter in segmenters.items():
+        path = segmenter.save(args.artifacts / f"{name}.joblib")
+        print(f"saved {path} ({path.stat().st_size / 1e6:.2f} MB)")
+        if test_files:
+            out_dir = args.results / name
+            segmenter.set_n_jobs(-1)
+            evaluate_segmenter(segmenter, test_files, out_dir)
+            fit = {"model": name, "artifact": path.name, "artifact_bytes": path.stat().st_size,
+                   "thresholds": segmenter.thresholds, "lead": segmenter.lead,
+                   "min_component_fraction": segmenter.min_component_fraction, **segmenter.info}
+            (out_dir / "fit.json").write_text(json.dumps(fit, indent=2) + "\n")
+            print((out_dir / "summary.md").read_text(), end="")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
