@@ -1,0 +1,208 @@
+"""The training configuration (one typed dataclass) and its named presets.
+
+Every run saves the effective configuration as JSON (``config.json``, checkpoints, the export's ``info``), so
+a result can always be traced back to the exact settings. Why the defaults are what they are is written in
+``Deep_Learning_Model/README.md`` (section "Training").
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+
+from brats_core.config import RESULTS_DIR
+from brats_core.errors import BratsError
+from Deep_Learning_Model.model import ARCHS, ModelConfig
+
+#: Number of MRI modalities per slice (t1, t1ce, t2, flair).
+MODALITY_CHANNELS = 4
+#: Number of output classes (background, NCR/NET, ED, ET).
+NUM_CLASSES = 4
+SCHEDULES: tuple[str, ...] = ("cosine", "constant")
+DICE_TARGETS: tuple[str, ...] = ("regions", "classes")
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """On-the-fly slice augmentation (see :mod:`Deep_Learning_Model.training.augment`)."""
+
+    #: Probability of mirroring each in-plane axis.
+    flip_prob: float = 0.5
+    #: Probability of a random rotation + isotropic scaling (one resampling for both).
+    affine_prob: float = 0.5
+    #: Rotation drawn uniformly in +- this many degrees.
+    rotate_degrees: float = 15.0
+    #: Scale factor drawn uniformly in this range (> 1 zooms in).
+    scale_range: tuple[float, float] = (0.85, 1.15)
+    #: Probability of a per-modality intensity change inside the brain.
+    intensity_prob: float = 0.5
+    #: Multiplicative factor drawn from N(1, sd) per modality.
+    intensity_scale_sd: float = 0.1
+    #: Additive shift drawn from N(0, sd) per modality (images are z-scored, so this is in SD units).
+    intensity_shift_sd: float = 0.1
+
+    @classmethod
+    def from_dict(cls, data: dict) -> AugmentConfig:
+        data = dict(data)
+        data["scale_range"] = tuple(data["scale_range"])
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Every setting of one training run. Paths are strings so the config is plain JSON."""
+
+    # model
+    model: str = "unet"
+    base_width: int = 32
+    context: int = 0
+    size: int = 128
+    # optimisation
+    epochs: int = 40
+    #: Cap on the optimiser steps of an epoch (nnU-Net style); ``None`` = one pass over the training slices.
+    max_steps_per_epoch: int | None = 250
+    batch_size: int = 16
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    warmup_epochs: float = 1.0
+    schedule: str = "cosine"
+    #: Final learning rate of the cosine schedule as a fraction of ``lr``.
+    min_lr_ratio: float = 0.01
+    #: Maximum global gradient norm (after unscaling under fp16); ``None`` disables clipping.
+    grad_clip: float | None = 1.0
+    ce_weight: float = 1.0
+    dice_weight: float = 1.0
+    #: Soft Dice over the nested BraTS regions WT/TC/ET built from the softmax, or over the tumour classes.
+    dice_over: str = "regions"
+    # sampling and augmentation
+    #: Fraction of the samples drawn from tumour slices (the rest uniformly from all slices); ``None`` =
+    #: a uniform shuffle without replacement (the original recipe).
+    oversample: float | None = 0.33
+    augment: AugmentConfig | None = field(default_factory=AugmentConfig)
+    # runtime
+    device: str = "auto"
+    #: Mixed precision: bf16 autocast (CPU, or CUDA with bf16), fp16 autocast + GradScaler on older GPUs.
+    amp: bool = True
+    channels_last: bool = True
+    workers: int = 4
+    seed: int = 0
+    #: Deterministic kernels (``torch.use_deterministic_algorithms``); slower on CUDA.
+    deterministic: bool = False
+    val_every: int = 1
+    val_batch_size: int = 32
+    val_tta: bool = False
+    # data and outputs
+    data: str | None = None
+    from_cache: str | None = None
+    cache_dir: str | None = None
+    split: str | None = None
+    #: Output folder; ``None`` = ``results/runs/<model>``.
+    out: str | None = None
+    #: Inference export written at the end; ``None`` = ``<out>/export.pt``.
+    export: str | None = None
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise :class:`BratsError` naming every bad field."""
+        problems = []
+        if self.model not in ARCHS:
+            problems.append(f"model {self.model!r} is not one of {ARCHS}")
+        for name in ("base_width", "size", "epochs", "batch_size", "val_every", "val_batch_size"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.max_steps_per_epoch is not None and self.max_steps_per_epoch < 1:
+            problems.append(f"max_steps_per_epoch must be >= 1, got {self.max_steps_per_epoch}")
+        if self.context < 0 or self.workers < 0:
+            problems.append("context and workers must be >= 0")
+        if self.lr <= 0 or self.weight_decay < 0 or self.warmup_epochs < 0 or not 0 <= self.min_lr_ratio <= 1:
+            problems.append("need lr > 0, weight_decay >= 0, warmup_epochs >= 0 and 0 <= min_lr_ratio <= 1")
+        if self.grad_clip is not None and self.grad_clip <= 0:
+            problems.append(f"grad_clip must be positive or None, got {self.grad_clip}")
+        if self.schedule not in SCHEDULES:
+            problems.append(f"schedule {self.schedule!r} is not one of {SCHEDULES}")
+        if self.dice_over not in DICE_TARGETS:
+            problems.append(f"dice_over {self.dice_over!r} is not one of {DICE_TARGETS}")
+        if self.ce_weight < 0 or self.dice_weight < 0 or self.ce_weight + self.dice_weight == 0:
+            problems.append("ce_weight and dice_weight must be >= 0 and not both 0")
+        if self.oversample is not None and not 0 <= self.oversample <= 1:
+            problems.append(f"oversample must be in [0, 1] or None, got {self.oversample}")
+        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
+            problems.append(f"device {self.device!r} is not auto, cpu, cuda or cuda:N")
+        if not problems:
+            try:
+                self.model_config()
+            except BratsError as exc:
+                problems.append(str(exc))
+        if problems:
+            raise BratsError("invalid training config: " + "; ".join(problems))
+
+    def model_config(self) -> ModelConfig:
+        """The network this run trains (4 modalities x (2 * context + 1) slices in, 4 classes out)."""
+        return ModelConfig(
+            arch=self.model,
+            in_channels=MODALITY_CHANNELS,
+            context=self.context,
+            num_classes=NUM_CLASSES,
+            base_width=self.base_width,
+            input_size=self.size,
+        )
+
+    @property
+    def out_dir(self) -> Path:
+        return Path(self.out) if self.out is not None else RESULTS_DIR / "runs" / self.model
+
+    @property
+    def export_path(self) -> Path:
+        return Path(self.export) if self.export is not None else self.out_dir / "export.pt"
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        if self.augment is not None:
+            data["augment"]["scale_range"] = list(self.augment.scale_range)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise BratsError(f"unknown training config fields {unknown}")
+        data = dict(data)
+        if data.get("augment") is not None:
+            data["augment"] = AugmentConfig.from_dict(data["augment"])
+        return cls(**data)
+
+
+#: Named starting points; command-line options override single fields.
+PRESETS: dict[str, dict] = {
+    # Tuned recipe: AdamW at 1e-3 with warm-up + cosine decay, a third of the draws forced onto tumour slices.
+    "default": {},
+    # The original project's recipe: batch 16, constant lr 1e-5, 20 full passes, plain shuffling, no
+    # augmentation, no weight decay. Kept to reproduce its numbers, not because it is good.
+    "original": {
+        "epochs": 20,
+        "batch_size": 16,
+        "lr": 1e-5,
+        "weight_decay": 0.0,
+        "warmup_epochs": 0.0,
+        "schedule": "constant",
+        "max_steps_per_epoch": None,
+        "oversample": None,
+        "augment": None,
+    },
+    # The shipped CPU checkpoints: short epochs so validation and checkpoints come often on 2 cores.
+    "cpu-fast": {"epochs": 30, "max_steps_per_epoch": 100, "warmup_epochs": 0.5, "workers": 1},
+}
+
+
+def make_config(preset: str = "default", **overrides: object) -> TrainConfig:
+    """``TrainConfig`` of ``preset`` with ``overrides`` applied on top."""
+    if preset not in PRESETS:
+        raise BratsError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    known = {f.name for f in fields(TrainConfig)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise BratsError(f"unknown training config fields {unknown}")
+    return replace(TrainConfig(), **{**PRESETS[preset], **overrides})

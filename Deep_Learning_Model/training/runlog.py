@@ -1,0 +1,58 @@
+"""Files a run writes besides checkpoints: the per-epoch ``log.csv`` and JSON documents."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+from pathlib import Path
+
+from brats_core.config import REGIONS
+
+#: Columns of ``log.csv``, one row per epoch; validation columns are empty in epochs without validation.
+LOG_COLUMNS: tuple[str, ...] = (
+    "epoch", "train_loss", "grad_norm", "lr", "samples", "seconds", "slices_per_s",
+    *(f"val_{region}_dice" for region in REGIONS), "val_mean_dice",
+    *(f"val_{region}_hd95" for region in REGIONS), "val_seconds",
+)
+
+
+def validation_columns(metrics: dict) -> dict[str, float]:
+    """The ``val_*`` log columns of a :func:`Deep_Learning_Model.training.validation.validate` result."""
+    row = {f"val_{region}_{m}": metrics[region][m] for region in REGIONS for m in ("dice", "hd95")}
+    row["val_mean_dice"] = metrics["mean_dice"]
+    return row
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def write_log(path: Path, rows: list[dict]) -> None:
+    """(Re)write ``log.csv`` from the run's history (so a resumed run's log matches its checkpoint)."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=LOG_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+    _atomic_write(path, buffer.getvalue())
+
+
+def _finite(value: object) -> object:
+    """JSON has no NaN/inf: such floats become strings."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+def write_json(path: Path, data: dict) -> None:
+    _atomic_write(path, json.dumps(_finite(data), indent=2) + "\n")
