@@ -76,6 +76,19 @@ def save_export(
     return path
 
 
+def write_random_export(path: Path | str, model_config: ModelConfig, seed: int = 0) -> Path:
+    """Export a randomly initialised ``model_config`` model, preprocessing at its ``input_size``.
+
+    A trained model's interface and cost without its skill, for tests and for benchmarks where no trained
+    export is at hand; ``info["weights"]`` says so. The global torch random state is left as it was.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = build_model(model_config)
+    info = {"weights": f"random initialisation, seed {seed}"}
+    return save_export(path, model, model_config, PreprocessConfig(size=model_config.input_size), {}, info)
+
+
 def read_export(path: Path | str) -> dict:
     """The raw payload of an export, checked for format and version (no model is built)."""
     path = Path(path)

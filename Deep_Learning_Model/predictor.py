@@ -3,7 +3,7 @@
 The model is loaded once; a case is preprocessed with :mod:`brats_core.preprocessing`, all its slices are run
 in batches under ``torch.inference_mode`` (bf16 autocast + channels_last on CPU, fp16/bf16 autocast on CUDA),
 optionally with flip test-time augmentation, and the class probabilities are mapped back to the original
-geometry (bilinear in-plane, as :meth:`Geometry.restore_scores`) before the argmax.
+geometry (bilinear in-plane, :meth:`Geometry.restore_argmax`) before the argmax.
 """
 
 from __future__ import annotations
@@ -13,14 +13,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
 from brats_core.cases import Case
-from brats_core.config import REPO_ROOT, PreprocessConfig
+from brats_core.config import LABELS, REPO_ROOT, PreprocessConfig
 from brats_core.errors import ArtifactError
-from brats_core.labels import classes_to_labels
 from brats_core.preprocessing import Geometry, Preprocessed, preprocess
 from Deep_Learning_Model.export import load_export
 from Deep_Learning_Model.model import BINARY_TUMOUR_LABEL, ModelConfig
@@ -101,34 +99,17 @@ def slice_probabilities(
     return torch.cat(chunks)
 
 
-def classes_to_brats(classes: np.ndarray, num_classes: int) -> np.ndarray:
-    """BraTS labels 0/1/2/4 (uint8) from class indices of a 4-class or a binary (2-class) model."""
-    if num_classes == 2:
-        return (np.asarray(classes, dtype=np.uint8) * BINARY_TUMOUR_LABEL).astype(np.uint8)
-    return classes_to_labels(classes)
+def class_labels(num_classes: int) -> tuple[int, ...]:
+    """BraTS label of each class index: 0/1/2/4 of a 4-class model, 0 and the whole tumour of a binary one."""
+    return (0, BINARY_TUMOUR_LABEL) if num_classes == 2 else LABELS
 
 
 def restore_argmax(probs: torch.Tensor, geometry: Geometry, chunk: int = 32) -> np.ndarray:
-    """``argmax`` over K of ``geometry.restore_scores(probs)`` as BraTS labels (X, Y, Z) uint8.
+    """BraTS labels (X, Y, Z) uint8 of the argmax of ``geometry.restore_scores(probs)``.
 
-    Same bilinear resize and crop as :meth:`Geometry.restore_scores`, but the argmax is taken slice chunk by
-    slice chunk on the (side x side) squares, so the (K, X, Y, Z) float volume (143 MB for a BraTS case) is
-    never built; outside the brain's bounding box the label is background, as there.
+    :meth:`Geometry.restore_argmax`: chunk by chunk, without the (K, X, Y, Z) float volume.
     """
-    x0, x1, y0, y1, z0, z1 = geometry.bbox
-    width, height, depth = geometry.crop_shape
-    pad_x, pad_y = geometry.pads
-    classes = torch.empty((depth, width, height), dtype=torch.uint8)
-    for start in range(0, depth, chunk):
-        block = probs[start : start + chunk].float()
-        if geometry.size != geometry.side:
-            block = F.interpolate(block, size=(geometry.side, geometry.side), mode="bilinear", align_corners=False)
-        crop = block[:, :, pad_x : pad_x + width, pad_y : pad_y + height]
-        # argmax over a contiguous last axis: several times faster than over dim 1 of an NCHW tensor
-        classes[start : start + chunk] = crop.permute(0, 2, 3, 1).contiguous().argmax(dim=-1)
-    out = np.zeros(geometry.shape, dtype=np.uint8)
-    out[x0:x1, y0:y1, z0:z1] = classes_to_brats(classes.numpy(), probs.shape[1]).transpose(1, 2, 0)
-    return out
+    return geometry.restore_argmax(probs, class_labels(probs.shape[1]), chunk)
 
 
 def predict_volume(

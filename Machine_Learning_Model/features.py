@@ -19,7 +19,7 @@ import numpy as np
 from scipy import ndimage
 
 from brats_core.config import MODALITIES, REGIONS
-from brats_core.preprocessing import Geometry, Preprocessed, _resize_bilinear
+from brats_core.preprocessing import Geometry, Preprocessed
 
 #: Bump when a feature's computation changes without its name changing; artifacts of another version are refused.
 FEATURES_VERSION = 1
@@ -51,19 +51,11 @@ class FeatureConfig:
 
 
 def volume_to_grid(volume: np.ndarray, geometry: Geometry) -> np.ndarray:
-    """Maps (K, X, Y, Z) in the case's original grid -> float32 (K, Z', S, S) on its preprocessed grid.
+    """Maps (K, X, Y, Z) in the case's original grid -> float32 (K, Z', S, S), the layout of the priors.
 
-    The same crop, square padding and bilinear resize as :func:`brats_core.preprocessing.preprocess` applies
-    to the images, so an atlas lines up with the features voxel for voxel. Linear in ``volume``.
+    :meth:`Geometry.to_grid` (the crop, padding and resize of the images), channel first.
     """
-    if tuple(volume.shape[1:]) != tuple(geometry.shape):
-        raise ValueError(f"volume shape {volume.shape[1:]} differs from the case shape {geometry.shape}")
-    x0, x1, y0, y1, z0, z1 = geometry.bbox
-    width, height, depth = geometry.crop_shape
-    pad_x, pad_y = geometry.pads
-    square = np.zeros((depth, volume.shape[0], geometry.side, geometry.side), dtype=np.float32)
-    square[:, :, pad_x : pad_x + width, pad_y : pad_y + height] = volume[:, x0:x1, y0:y1, z0:z1].transpose(3, 0, 1, 2)
-    return _resize_bilinear(square, geometry.size).transpose(1, 0, 2, 3)
+    return geometry.to_grid(volume).transpose(1, 0, 2, 3)
 
 
 def _local_stats(volume: np.ndarray, sigma: float) -> tuple[np.ndarray, np.ndarray]:

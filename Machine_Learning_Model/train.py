@@ -8,7 +8,8 @@ the artifacts and score them on its test cases with the shared harness.
 4. Validation cases: per classifier the tumour threshold with the best mean Dice (WT, TC, ET; on the
    preprocessed grid), then per model the smallest tumour component kept, as a fraction of the largest (0 = no
    post-processing), measured in the original grid.
-5. Save ``artifacts/<model>.joblib``; evaluate on the test cases into ``results/<model>/``.
+5. Save ``artifacts/<model>.joblib``; evaluate on the test cases into ``results/<model>/`` (the training
+   record, e.g. ``fit_seconds``, goes into its ``summary.json``).
 
     python Machine_Learning_Model/train.py --model all        # or: brats train ml --model all
 """
@@ -242,11 +243,10 @@ def main(argv: list[str] | None = None) -> int:
         if test_files:
             out_dir = args.results / name
             segmenter.set_n_jobs(-1)
-            evaluate_segmenter(segmenter, test_files, out_dir)
-            fit = {"model": name, "artifact": path.name, "artifact_bytes": path.stat().st_size,
-                   "thresholds": segmenter.thresholds, "lead": segmenter.lead,
-                   "min_component_fraction": segmenter.min_component_fraction, **segmenter.info}
-            (out_dir / "fit.json").write_text(json.dumps(fit, indent=2) + "\n")
+            record = {"model": name, "artifact": path.name, "artifact_bytes": path.stat().st_size,
+                      "thresholds": segmenter.thresholds, "lead": segmenter.lead,
+                      "min_component_fraction": segmenter.min_component_fraction, **segmenter.info}
+            evaluate_segmenter(segmenter, test_files, out_dir, extra=record)
             print((out_dir / "summary.md").read_text(), end="")
     return 0
 

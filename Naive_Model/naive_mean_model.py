@@ -115,7 +115,7 @@ class NaiveMeanSegmenter:
     name = "naive"
 
     def __init__(self, levels: np.ndarray, thresholds: np.ndarray, case_ids: Sequence[str],
-                 train_dice: np.ndarray | None = None) -> None:
+                 train_dice: np.ndarray | None = None, fit_seconds: float | None = None) -> None:
         levels = np.asarray(levels, dtype=np.uint8)
         thresholds = np.asarray(thresholds, dtype=np.uint8)
         if levels.ndim != 4 or levels.shape[0] != len(REGION_NAMES) or thresholds.shape != (len(REGION_NAMES),):
@@ -126,6 +126,7 @@ class NaiveMeanSegmenter:
         self.thresholds = thresholds
         self.case_ids = list(case_ids)
         self.train_dice = np.full(len(REGION_NAMES), np.nan) if train_dice is None else np.asarray(train_dice)
+        self.fit_seconds = fit_seconds
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -133,7 +134,11 @@ class NaiveMeanSegmenter:
 
     @classmethod
     def fit(cls, cases: Iterable[Case]) -> NaiveMeanSegmenter:
-        """Build the atlas from ``cases`` (with seg) and tune one threshold per region (leave-one-out)."""
+        """Build the atlas from ``cases`` (with seg) and tune one threshold per region (leave-one-out).
+
+        ``fit_seconds`` records the wall time, including the loading of the cases that ``cases`` yields.
+        """
+        start = time.perf_counter()
         atlas, packed = AtlasCounts(), []
         for case in cases:
             regions = atlas.add(case)
@@ -154,7 +159,7 @@ class NaiveMeanSegmenter:
         mean_dice = dice.mean(axis=0)
         thresholds = np.array([_best_level(mean_dice[r]) for r in range(len(REGION_NAMES))], dtype=np.uint8)
         train_dice = mean_dice[np.arange(len(REGION_NAMES)), thresholds.astype(int) - 1]
-        return cls(atlas.levels(), thresholds, ids, train_dice)
+        return cls(atlas.levels(), thresholds, ids, train_dice, time.perf_counter() - start)
 
     def predict(self, case: Case) -> np.ndarray:
         """Labels 0/1/2/4 (uint8, ``case.shape``): atlas above each region's threshold, inside the brain."""
@@ -171,6 +176,7 @@ class NaiveMeanSegmenter:
             "thresholds": [int(t) / LEVELS for t in self.thresholds],
             "train_loo_dice": {r: float(d) for r, d in zip(REGION_NAMES, self.train_dice, strict=True)},
             "case_ids": self.case_ids,
+            "fit_seconds": self.fit_seconds,
             "numpy": np.__version__,
         }
 
@@ -202,7 +208,8 @@ class NaiveMeanSegmenter:
                 f"{path}: artifact format {metadata.get('format')!r} does not match this code's format "
                 f"{ARTIFACT_FORMAT}; retrain with `brats train naive`"
             )
-        return cls(arrays["levels"], arrays["thresholds"], metadata["case_ids"], arrays["train_dice"])
+        return cls(arrays["levels"], arrays["thresholds"], metadata["case_ids"], arrays["train_dice"],
+                   metadata.get("fit_seconds"))
 
 
 def load_segmenter(name: str = "naive", artifact: Path | None = None, device: str | None = None,
@@ -262,20 +269,19 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
 
     train_files = split_cases(args.data, args.split, ["train"])
-    start = time.perf_counter()
     segmenter = NaiveMeanSegmenter.fit(load_case(files) for files in train_files)
-    fit_s = time.perf_counter() - start
     segmenter.save(args.artifact)
     save_mean_maps_png(segmenter, args.png)
     thresholds = ", ".join(f"{r} {t / LEVELS:.3f}" for r, t in zip(REGION_NAMES, segmenter.thresholds, strict=True))
-    print(f"naive: atlas of {len(train_files)} training cases in {fit_s:.1f} s; thresholds {thresholds}")
+    print(f"naive: atlas of {len(train_files)} training cases in {segmenter.fit_seconds:.1f} s; "
+          f"thresholds {thresholds}")
     print(f"saved {args.artifact} ({args.artifact.stat().st_size / 1e6:.2f} MB) and {args.png}")
     if not args.no_eval:
         test_files = split_cases(args.data, args.split, ["test"])
-        evaluate_segmenter(segmenter, test_files, args.results)
-        fit = {"model": segmenter.name, "fit_seconds": fit_s, "train_case_ids": segmenter.case_ids,
-               "artifact": args.artifact.name, "artifact_bytes": args.artifact.stat().st_size}
-        (args.results / "fit.json").write_text(json.dumps(fit, indent=2) + "\n")
+        record = {"model": segmenter.name, "fit_seconds": segmenter.fit_seconds,
+                  "train_case_ids": segmenter.case_ids, "artifact": args.artifact.name,
+                  "artifact_bytes": args.artifact.stat().st_size}
+        evaluate_segmenter(segmenter, test_files, args.results, extra=record)
         print((args.results / "summary.md").read_text(), end="")
     return 0
 

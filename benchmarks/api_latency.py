@@ -28,9 +28,11 @@ import httpx
 import numpy as np
 
 from brats_core.config import REPO_ROOT
+from Deep_Learning_Model.export import write_random_export
+from Deep_Learning_Model.model import ModelConfig
 
 sys.path.insert(0, str(REPO_ROOT / "tests"))
-from api_support import SAMPLE_ZIP, SHIPPED_CHECKPOINT, serve, stop, write_random_export  # noqa: E402
+from api_support import SAMPLE_ZIP, SHIPPED_CHECKPOINT, serve, stop  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="brats_api_bench_") as tmp_name:
         tmp = Path(tmp_name)
         shipped = SHIPPED_CHECKPOINT.is_file()
-        checkpoint = SHIPPED_CHECKPOINT if shipped else write_random_export(tmp / "sspp.pt", base_width=32)
+        checkpoint = SHIPPED_CHECKPOINT if shipped else write_random_export(tmp / "sspp.pt", ModelConfig())
         weights = "shipped" if shipped else "random (no shipped checkpoint; default configuration)"
         print(f"model: {checkpoint} ({weights})")
         env = {"BRATS_CHECKPOINT": str(checkpoint), "BRATS_DATA_DIR": str(tmp / "data"), "BRATS_DEVICE": "cpu",

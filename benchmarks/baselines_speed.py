@@ -14,15 +14,7 @@ import argparse
 import os
 import sys
 
-
-def _pin(cores: int) -> int:
-    """Restrict this process (and the BLAS/OpenMP pools created later) to ``cores`` CPU cores."""
-    available = sorted(os.sched_getaffinity(0))
-    chosen = available[:cores]
-    os.sched_setaffinity(0, chosen)
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[var] = str(len(chosen))
-    return len(chosen)
+from _common import pin_cores
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", nargs="+", default=["naive", "ridge", "tree", "knn", "ensemble"])
     parser.add_argument("--skip-fit", action="store_true")
     args = parser.parse_args(argv)
-    cores = _pin(args.cores)
+    cores = pin_cores(args.cores)
     load_start = os.getloadavg()[0]
 
     import json
@@ -80,9 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     if real and not args.skip_fit:
         train_files = split_cases(SHARED_DATA_DIR, DEFAULT_SPLIT, ["train"])
         val_files = split_cases(SHARED_DATA_DIR, DEFAULT_SPLIT, ["val"])
-        start = time.perf_counter()
-        NaiveMeanSegmenter.fit(load_case(files) for files in train_files)
-        fit_s["naive"] = time.perf_counter() - start
+        fit_s["naive"] = NaiveMeanSegmenter.fit(load_case(files) for files in train_files).fit_seconds
         start, start_cpu = time.perf_counter(), time.process_time()
         train(["ridge", "tree", "knn", "ensemble"], train_files, val_files, log=lambda message: None)
         fit_s["ml_all_four"] = time.perf_counter() - start

@@ -28,21 +28,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from _common import pin_cores
+
 BUDGET_S = 5.0
-
-
-def _pin(cores: int) -> int:
-    """Restrict this process (and the OpenMP pools created later) to ``cores`` CPU cores.
-
-    OpenMP threads also wait passively (unless ``OMP_WAIT_POLICY`` is set): on a shared, busy machine, spinning
-    threads waiting for a descheduled peer make 2-thread inference several times slower.
-    """
-    chosen = sorted(os.sched_getaffinity(0))[:cores]
-    os.sched_setaffinity(0, chosen)
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[var] = str(len(chosen))
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    return len(chosen)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -55,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--original-slices", type=int, default=155,
                         help="slices of the original path to time (fewer than the case has: extrapolated)")
     args = parser.parse_args(argv)
-    cores = _pin(args.cores)
+    cores = pin_cores(args.cores)
 
     work = Path(tempfile.mkdtemp(prefix="inference_cpu_"))
     try:
@@ -74,14 +62,14 @@ def _run(args: argparse.Namespace, cores: int, work: Path) -> dict:
     import torch.nn.functional as F
 
     from brats_core.cases import find_cases, load_case
-    from brats_core.config import DEFAULT_SPLIT, SHARED_DATA_DIR, PreprocessConfig
+    from brats_core.config import DEFAULT_SPLIT, SHARED_DATA_DIR
     from brats_core.evaluation import save_labels
     from brats_core.labels import classes_to_labels
     from brats_core.metrics import dice
     from brats_core.preprocessing import preprocess
     from brats_core.split import load_split
     from brats_core.synth import make_synthetic_case, write_case
-    from Deep_Learning_Model.export import save_export
+    from Deep_Learning_Model.export import write_random_export
     from Deep_Learning_Model.model import ModelConfig, build_model
     from Deep_Learning_Model.predictor import (
         DEFAULT_BATCH_SIZE,
@@ -110,8 +98,7 @@ def _run(args: argparse.Namespace, cores: int, work: Path) -> dict:
     checkpoint = args.checkpoint or default_checkpoint("sspp")
     weights = "given" if args.checkpoint else "shipped"
     if not checkpoint.is_file():
-        config = ModelConfig("sspp")
-        checkpoint = save_export(work / "sspp_random.pt", build_model(config), config, PreprocessConfig(), {}, {})
+        checkpoint = write_random_export(work / "sspp_random.pt", ModelConfig("sspp"))
         weights = "random-init"
 
     start = time.perf_counter()

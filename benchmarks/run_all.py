@@ -1,9 +1,9 @@
 """Run every benchmark script of this folder and collect their results in one JSON line (``make bench``).
 
-Each ``benchmarks/<name>.py`` (except this one) runs in its own process with this interpreter; its output is
-passed through, and its last stdout line must be one JSON object. A script that fails, times out or ends
-without a JSON line is recorded with its error and the others still run. ``--quick`` is passed on to the
-scripts whose ``--help`` lists it. The last stdout line is the summary::
+Each ``benchmarks/<name>.py`` (except this one and the helper modules ``_*.py``) runs in its own process with
+this interpreter; its output is passed through, and its last stdout line must be one JSON object. A script
+that fails, times out or ends without a JSON line is recorded with its error and the others still run.
+``--quick`` is passed on to the scripts whose ``--help`` lists it. The last stdout line is the summary::
 
     {"benchmark": "run_all", "quick": false, "results": {"<name>": {...}}, "failed": {"<name>": "..."},
      "seconds": {"<name>": 12.3}}
@@ -26,8 +26,13 @@ REPO_ROOT = HERE.parent
 
 
 def scripts(folder: Path, only: list[str] | None) -> list[Path]:
-    """The benchmark scripts of ``folder`` (sorted), or those named in ``only`` (unknown names are an error)."""
-    found = {path.stem: path for path in sorted(folder.glob("*.py")) if path.resolve() != Path(__file__).resolve()}
+    """The benchmark scripts of ``folder`` (sorted; not this one nor the ``_*.py`` helpers), or those named in
+    ``only`` (unknown names are an error)."""
+    found = {
+        path.stem: path
+        for path in sorted(folder.glob("*.py"))
+        if not path.name.startswith("_") and path.resolve() != Path(__file__).resolve()
+    }
     if not only:
         return list(found.values())
     unknown = sorted(set(only) - set(found))

@@ -161,11 +161,9 @@ class Sample:
 def _train_naive(names: list[str], job: TrainJob) -> dict[str, tuple[Segmenter, float]]:
     from Naive_Model.naive_mean_model import NaiveMeanSegmenter
 
-    start = time.perf_counter()
     segmenter = NaiveMeanSegmenter.fit(load_case(files) for files in job.train_files)
-    seconds = time.perf_counter() - start
     segmenter.save(job.out_dir / "naive" / "naive.npz")
-    return {"naive": (segmenter, seconds)}
+    return {"naive": (segmenter, segmenter.fit_seconds)}
 
 
 def _ml_seconds(info: dict) -> float | None:

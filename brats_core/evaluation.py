@@ -108,10 +108,12 @@ def evaluate_segmenter(
     out_dir: Path | str,
     predictions_dir: Path | str | None = None,
     progress: bool = True,
+    extra: dict | None = None,
 ) -> dict:
     """Predict, check, optionally save and score every case; write the reports and return the summary.
 
     ``predict`` is timed per case (``predict_seconds``). A case without a segmentation raises BratsError.
+    ``extra`` (e.g. the model's ``fit_seconds`` and artifact) goes into the summary (:func:`write_reports`).
     """
     rows = []
     for files in tqdm(cases, desc=f"evaluate {segmenter.name}", unit="case", disable=not progress):
@@ -125,7 +127,7 @@ def evaluate_segmenter(
         if predictions_dir is not None:
             save_labels(labels, case.affine, Path(predictions_dir) / f"{case.case_id}.nii.gz")
         rows.append({**evaluate_case(labels, case), "predict_seconds": seconds})
-    return write_reports(rows, out_dir, title=f"{segmenter.name}: {len(rows)} cases")
+    return write_reports(rows, out_dir, title=f"{segmenter.name}: {len(rows)} cases", extra=extra)
 
 
 def evaluate_folders(pred_dir: Path | str, ref_dir: Path | str, out_dir: Path | str, progress: bool = True) -> dict:
@@ -164,29 +166,37 @@ def _stats(values: list[float]) -> dict[str, float]:
     return {"mean": statistics.fmean(values), "sd": sd, "median": float(statistics.median(values))}
 
 
-def write_reports(rows: list[dict], out_dir: Path | str, title: str = "Evaluation") -> dict:
+def write_reports(
+    rows: list[dict], out_dir: Path | str, title: str = "Evaluation", extra: dict | None = None
+) -> dict:
     """Write ``per_case.csv``, ``summary.json`` and ``summary.md`` under ``out_dir``; return the summary.
 
     The summary holds ``title``, ``n_cases``, per region and metric ``{"mean", "sd", "median"}`` (e.g.
-    ``summary["WT"]["dice"]["mean"]``), the same for ``legacy``, and ``predict_seconds_mean`` when timed.
+    ``summary["WT"]["dice"]["mean"]``), the same for ``legacy``, ``predict_seconds_mean`` when timed, then the
+    JSON-serialisable ``extra`` items (a record of the model, such as its ``fit_seconds`` and artifact), which
+    may not replace a key of the summary's own (ValueError).
     """
     if not rows:
         raise BratsError(f"no cases to report in {out_dir}")
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     timed = all("predict_seconds" in row for row in rows)
-    columns = ["case_id", *SCORE_COLUMNS, *(["predict_seconds"] if timed else [])]
-    with open(out_dir / "per_case.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-
     summary: dict = {"title": title, "n_cases": len(rows)}
     for region in REGIONS:
         summary[region] = {metric: _stats([row[f"{region}_{metric}"] for row in rows]) for metric in METRICS}
     summary["legacy"] = _stats([row["legacy"] for row in rows])
     if timed:
         summary["predict_seconds_mean"] = statistics.fmean(row["predict_seconds"] for row in rows)
+    clash = sorted(set(extra or {}) & set(summary))
+    if clash:
+        raise ValueError(f"extra keys {clash} would replace the summary's own")
+    summary.update(extra or {})
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    columns = ["case_id", *SCORE_COLUMNS, *(["predict_seconds"] if timed else [])]
+    with open(out_dir / "per_case.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     (out_dir / "summary.md").write_text(_markdown(summary))
     return summary

@@ -25,7 +25,6 @@ PLANES: dict[str, int] = {"axial": 2, "coronal": 1, "sagittal": 0}
 MODALITY_NAMES: dict[str, str] = dict(zip(MODALITIES, ("T1", "T1ce", "T2", "FLAIR"), strict=True))
 
 
-
 def _colour_table(colours: Mapping[int, tuple[int, int, int]]) -> np.ndarray:
     """Lookup table label value -> RGB uint8 (black where ``colours`` has no entry)."""
     table = np.zeros((256, 3), dtype=np.uint8)
@@ -86,9 +85,14 @@ def largest_tumour_slice(labels: np.ndarray, axis: int = 2) -> int:
     return int(best[len(best) // 2])
 
 
-def _display(plane: np.ndarray) -> np.ndarray:
-    """An axial (X, Y) plane laid out for ``imshow(origin="lower")``: rows = Y, columns = X."""
-    return np.swapaxes(np.asarray(plane), 0, 1)
+def show_plane(ax, picture: np.ndarray) -> None:
+    """Draw a uint8 grey (X, Y) or RGB (X, Y, 3) picture of an axial plane on the matplotlib axes ``ax``.
+
+    Columns are X and rows Y, bottom to top (``origin="lower"``); pixels are not smoothed.
+    """
+    cmap = "gray" if picture.ndim == 2 else None
+    ax.imshow(np.swapaxes(np.asarray(picture), 0, 1), cmap=cmap, vmin=0, vmax=255, origin="lower",
+              interpolation="nearest")
 
 
 def legend_handles() -> list:
@@ -101,7 +105,8 @@ def legend_handles() -> list:
     ]
 
 
-def _save(fig, path: Path | str) -> Path:
+def save_png(fig, path: Path | str) -> Path:
+    """Write the matplotlib figure ``fig`` as a PNG to ``path``, creating the parent folder."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, format="png")
@@ -137,7 +142,7 @@ def dice_plot(per_case: Mapping[str, Sequence[Mapping]], path: Path | str, title
     axes[0].set_ylabel("Dice per case (3D)")
     if title:
         fig.suptitle(title, fontsize=10)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def case_figure(
@@ -178,11 +183,10 @@ def case_figure(
         if picture is None:
             ax.text(0.5, 0.5, "failed\n(no prediction)", ha="center", va="center", fontsize=9, color="grey")
         else:
-            cmap = "gray" if picture.ndim == 2 else None
-            ax.imshow(_display(picture), cmap=cmap, vmin=0, vmax=255, origin="lower", interpolation="nearest")
+            show_plane(ax, picture)
         ax.set_title(caption, fontsize=8)
     fig.legend(handles=legend_handles(), loc="outside lower center", ncol=len(LABELS) - 1, fontsize=9,
                frameon=False)
     if title:
         fig.suptitle(title, fontsize=10)
-    return _save(fig, path)
+    return save_png(fig, path)

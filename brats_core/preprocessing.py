@@ -4,11 +4,13 @@
 clipping to percentiles), zero-pads each axial slice to a square and resizes it to ``config.size``. In-plane
 axes stay in (X, Y) order: ``images[z, c, i, j]`` comes from voxel ``(x0 + i', y0 + j', z0 + z)`` where
 ``(i', j')`` is ``(i, j)`` mapped back through the resize and the padding. ``Geometry`` records all of it,
-so ``restore_labels`` / ``restore_scores`` put slice-level outputs back in the case's original geometry.
+so ``to_grid`` maps any other volume of the case onto the same slices and ``restore_labels`` /
+``restore_scores`` / ``restore_argmax`` put slice-level outputs back in the case's original geometry.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,13 +36,11 @@ def _nearest_index(size_out: int, size_in: int) -> np.ndarray:
     return np.minimum(index, size_in - 1)
 
 
-def _resize_bilinear(array: np.ndarray, size: int) -> np.ndarray:
+def _resize_bilinear(tensor: torch.Tensor, size: int) -> torch.Tensor:
     """Bilinear resize of the last two axes of (N, C, H, W) float32 to (size, size), no antialiasing."""
-    if array.shape[-1] == size and array.shape[-2] == size:
-        return array
-    tensor = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
-    out = F.interpolate(tensor, size=(size, size), mode="bilinear", align_corners=False, antialias=False)
-    return out.numpy()
+    if tensor.shape[-1] == size and tensor.shape[-2] == size:
+        return tensor
+    return F.interpolate(tensor, size=(size, size), mode="bilinear", align_corners=False, antialias=False)
 
 
 @dataclass(frozen=True)
@@ -89,13 +89,54 @@ class Geometry:
         x0, x1, y0, y1, z0, z1 = self.bbox
         return x1 - x0, y1 - y0, z1 - z0
 
-    def _check(self, array: np.ndarray, what: str, ndim: int) -> None:
+    def _check(self, array: np.ndarray | torch.Tensor, what: str, ndim: int) -> None:
         depth = self.crop_shape[2]
-        if array.ndim != ndim or array.shape[0] != depth or array.shape[-2:] != (self.size, self.size):
+        if array.ndim != ndim or array.shape[0] != depth or tuple(array.shape[-2:]) != (self.size, self.size):
             layout = "(Z', S, S)" if ndim == 3 else "(Z', K, S, S)"
-            raise ValueError(
-                f"{what} must have layout {layout} = ({depth}, ..., {self.size}, {self.size}), got {array.shape}"
-            )
+            expected = f"({depth}, ..., {self.size}, {self.size})"
+            raise ValueError(f"{what} must have layout {layout} = {expected}, got {tuple(array.shape)}")
+
+    # Original grid -> slices: crop to ``bbox``, zero-pad each axial slice to the square, resize to ``size``.
+    def _crop(self, volume: np.ndarray) -> np.ndarray:
+        x0, x1, y0, y1, z0, z1 = self.bbox
+        return volume[..., x0:x1, y0:y1, z0:z1]
+
+    def _pad(self, crop: np.ndarray, dtype: type) -> np.ndarray:
+        """Cropped (..., W, H, D) -> (D, ..., side, side): each axial slice zero-padded to the square."""
+        width, height, depth = self.crop_shape
+        pad_x, pad_y = self.pads
+        square = np.zeros((depth, *crop.shape[:-3], self.side, self.side), dtype=dtype)
+        square[..., pad_x : pad_x + width, pad_y : pad_y + height] = np.moveaxis(crop, -1, 0)
+        return square
+
+    def _grid_bilinear(self, crop: np.ndarray) -> np.ndarray:
+        """Cropped (K, W, H, D) -> float32 (Z', K, S, S), bilinear in-plane."""
+        return _resize_bilinear(torch.from_numpy(self._pad(crop, np.float32)), self.size).numpy()
+
+    def _grid_nearest(self, crop: np.ndarray) -> np.ndarray:
+        """Cropped (W, H, D) labels or mask -> (Z', S, S) of the same dtype, nearest neighbour in-plane."""
+        index = _nearest_index(self.size, self.side)
+        return self._pad(crop, crop.dtype)[:, index[:, None], index[None, :]]
+
+    def to_grid(self, volume: np.ndarray) -> np.ndarray:
+        """A volume (K, X, Y, Z) in the case's original grid -> float32 (Z', K, S, S) on the slices.
+
+        The crop, square padding and bilinear resize that :func:`preprocess` applies to the (normalised)
+        images, so e.g. an atlas lines up with ``Preprocessed.images`` voxel for voxel. Linear in ``volume``.
+        """
+        volume = np.asarray(volume)
+        if volume.ndim != 4 or tuple(volume.shape[1:]) != tuple(self.shape):
+            expected = f"(K, {', '.join(map(str, self.shape))})"
+            raise ValueError(f"volume must have layout (K, X, Y, Z) = {expected}, got {volume.shape}")
+        return self._grid_bilinear(self._crop(volume))
+
+    # Slices -> original grid.
+    def _from_grid(self, block: torch.Tensor) -> torch.Tensor:
+        """Slice scores (N, K, S, S) -> float32 (N, K, W, H) on the crop: resized to the square, unpadded."""
+        width, height, _ = self.crop_shape
+        pad_x, pad_y = self.pads
+        square = _resize_bilinear(block.float(), self.side)
+        return square[:, :, pad_x : pad_x + width, pad_y : pad_y + height]
 
     def restore_labels(self, labels: np.ndarray) -> np.ndarray:
         """Slice labels (Z', S, S) -> uint8 (X, Y, Z) in the original grid (nearest neighbour, 0 outside the crop).
@@ -108,10 +149,9 @@ class Geometry:
         pad_x, pad_y = self.pads
         rows = _nearest_index(self.side, self.size)[pad_x : pad_x + width]
         cols = _nearest_index(self.side, self.size)[pad_y : pad_y + height]
-        crop = labels[:, rows[:, None], cols[None, :]].astype(np.uint8, copy=False)  # (Z', W, H)
+        crop = labels[:, rows[:, None], cols[None, :]]  # (Z', W, H)
         out = np.zeros(self.shape, dtype=np.uint8)
-        x0, x1, y0, y1, z0, z1 = self.bbox
-        out[x0:x1, y0:y1, z0:z1] = crop.transpose(1, 2, 0)
+        self._crop(out)[...] = crop.transpose(1, 2, 0)
         return out
 
     def restore_scores(self, scores: np.ndarray) -> np.ndarray:
@@ -120,16 +160,35 @@ class Geometry:
         Outside the crop, channel 0 (background) is 1 and the others 0, so an argmax over K gives
         background there.
         """
-        scores = np.asarray(scores, dtype=np.float32)
+        scores = np.ascontiguousarray(scores, dtype=np.float32)
         self._check(scores, "scores", 4)
-        width, height, _ = self.crop_shape
-        pad_x, pad_y = self.pads
-        square = _resize_bilinear(scores, self.side)
-        crop = square[:, :, pad_x : pad_x + width, pad_y : pad_y + height]  # (Z', K, W, H)
+        crop = self._from_grid(torch.from_numpy(scores)).numpy()  # (Z', K, W, H)
         out = np.zeros((scores.shape[1], *self.shape), dtype=np.float32)
         out[0] = 1.0
-        x0, x1, y0, y1, z0, z1 = self.bbox
-        out[:, x0:x1, y0:y1, z0:z1] = crop.transpose(1, 2, 3, 0)
+        self._crop(out)[...] = crop.transpose(1, 2, 3, 0)
+        return out
+
+    def restore_argmax(
+        self, scores: np.ndarray | torch.Tensor, labels: Sequence[int] | None = None, chunk: int = 32
+    ) -> np.ndarray:
+        """``restore_scores(scores).argmax(axis=0)`` as uint8 (X, Y, Z), without a (K, X, Y, Z) float volume.
+
+        Class index k is written as ``labels[k]`` when ``labels`` is given (e.g. ``LABELS``: BraTS labels);
+        outside the crop the value is that of class 0. The argmax is taken ``chunk`` slices at a time on the
+        crop, so a BraTS case never holds its 143 MB of restored float scores.
+        """
+        self._check(scores, "scores", 4)
+        width, height, depth = self.crop_shape
+        classes = torch.empty((depth, width, height), dtype=torch.uint8)
+        for start in range(0, depth, chunk):
+            block = scores[start : start + chunk]
+            block = block if torch.is_tensor(block) else torch.from_numpy(np.array(block, dtype=np.float32))
+            # argmax over a contiguous last axis: several times faster than over dim 1 of an NCHW tensor
+            crop = self._from_grid(block).permute(0, 2, 3, 1).contiguous()
+            classes[start : start + chunk] = crop.argmax(dim=-1)
+        table = np.arange(scores.shape[1], dtype=np.uint8) if labels is None else np.asarray(labels, np.uint8)
+        out = np.full(self.shape, table[0], dtype=np.uint8)
+        self._crop(out)[...] = table[classes.numpy()].transpose(1, 2, 0)
         return out
 
 
@@ -173,11 +232,9 @@ def preprocess(case: Case, config: PreprocessConfig = PreprocessConfig()) -> Pre
         where = case.files.images.get("t1", "in memory")
         raise BratsError(f"case '{case.case_id}' ({where}): every image is zero, no brain voxel to segment")
     bbox = _bbox(brain)
-    x0, x1, y0, y1, z0, z1 = bbox
-    brain = brain[x0:x1, y0:y1, z0:z1]
-    width, height, depth = brain.shape
+    x0, x1, y0, y1, _, _ = bbox
+    width, height = x1 - x0, y1 - y0
     side = max(width, height)
-    pads = ((side - width) // 2, (side - height) // 2)
     size = side if config.size is None else int(config.size)
     geometry = Geometry(
         shape=case.shape,
@@ -185,23 +242,12 @@ def preprocess(case: Case, config: PreprocessConfig = PreprocessConfig()) -> Pre
         spacing=tuple(float(v) for v in case.spacing),
         bbox=bbox,
         side=side,
-        pads=pads,
+        pads=((side - width) // 2, (side - height) // 2),
         size=size,
     )
-    rows, cols = slice(pads[0], pads[0] + width), slice(pads[1], pads[1] + height)
-
-    square = np.zeros((depth, case.images.shape[0], side, side), dtype=np.float32)
-    for channel, image in enumerate(case.images):
-        normalised = _zscore(image[x0:x1, y0:y1, z0:z1], brain, config.clip_percentiles)
-        square[:, channel, rows, cols] = normalised.transpose(2, 0, 1)
-    images = _resize_bilinear(square, size)
-
-    index = _nearest_index(size, side)
-
-    def slices(volume: np.ndarray, dtype: type) -> np.ndarray:
-        padded = np.zeros((depth, side, side), dtype=dtype)
-        padded[:, rows, cols] = volume.transpose(2, 0, 1)
-        return padded[:, index[:, None], index[None, :]]
-
-    labels = None if case.seg is None else slices(case.seg[x0:x1, y0:y1, z0:z1], np.uint8)
-    return Preprocessed(images=images, labels=labels, brain=slices(brain, bool), geometry=geometry)
+    brain = geometry._crop(brain)
+    crops = geometry._crop(case.images)
+    normalised = np.stack([_zscore(image, brain, config.clip_percentiles) for image in crops])
+    labels = None if case.seg is None else geometry._grid_nearest(geometry._crop(case.seg).astype(np.uint8))
+    images = geometry._grid_bilinear(normalised)
+    return Preprocessed(images=images, labels=labels, brain=geometry._grid_nearest(brain), geometry=geometry)

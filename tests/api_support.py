@@ -1,6 +1,6 @@
 """Helpers of the API tests and the API benchmark: settings, multipart bodies, a real uvicorn server.
 
-The test segmenter, the tiny random export and the case zips live in :mod:`support`, shared with the UI tests.
+The test segmenter and the case zips live in :mod:`support`, shared with the UI tests.
 """
 
 from __future__ import annotations
@@ -14,15 +14,12 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import httpx
-from support import write_random_export  # in __all__ for benchmarks/api_latency.py
 
 from brats_core.config import REPO_ROOT
 from sspp_unet_api.app.config import CHECKPOINT_DIR, SAMPLE_ZIP, Settings
 
 SHIPPED_CHECKPOINT = CHECKPOINT_DIR / "sspp.pt"
-__all__ = [
-    "SAMPLE_ZIP", "SHIPPED_CHECKPOINT", "api_settings", "multipart", "serve", "stop", "write_random_export",
-]  # fmt: skip
+__all__ = ["SAMPLE_ZIP", "SHIPPED_CHECKPOINT", "api_settings", "multipart", "serve", "stop"]
 
 
 def api_settings(data_dir: Path, checkpoint: Path, **overrides: object) -> Settings:

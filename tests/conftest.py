@@ -12,7 +12,7 @@
 
 ``random_export``
     A randomly initialised sspp export of base width 8 (``sspp.pt``: small and fast on a CPU, meaningless
-    predictions), written once per session by :func:`support.write_random_export`.
+    predictions), written once per session by :func:`Deep_Learning_Model.export.write_random_export`.
 
 ``one_torch_thread``
     Limits torch to one thread for the tests of a module (``pytestmark = pytest.mark.usefixtures(...)``),
@@ -49,9 +49,10 @@ def real_or_synthetic_root(request: pytest.FixtureRequest) -> Path:
 
 @pytest.fixture(scope="session")
 def random_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from support import write_random_export
+    from Deep_Learning_Model.export import write_random_export
+    from Deep_Learning_Model.model import ModelConfig
 
-    return write_random_export(tmp_path_factory.mktemp("export") / "sspp.pt")
+    return write_random_export(tmp_path_factory.mktemp("export") / "sspp.pt", ModelConfig(base_width=8))
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,6 @@
 """Helpers of the UI tests: the real API on a loopback port, a zip of a synthetic case, ``make demo``.
 
-The test segmenter, the tiny random export and the case zips come from :mod:`support`.
+The test segmenter and the case zips come from :mod:`support`.
 """
 
 from __future__ import annotations

@@ -1,7 +1,6 @@
-"""Helpers shared by the API, UI and demo tests and the API benchmark: a test segmenter, a tiny export, zips.
+"""Helpers shared by the API, UI and demo tests: a test segmenter, case zips, a free port.
 
-Imported as a top-level module (``from support import Oracle``): tests/ is on ``sys.path`` under pytest, and
-the benchmarks put it there themselves. torch is imported only by :func:`write_random_export`.
+Imported as a top-level module (``from support import Oracle``): tests/ is on ``sys.path`` under pytest.
 """
 
 from __future__ import annotations
@@ -34,20 +33,6 @@ class Oracle:
         if self.hold is not None:
             self.hold.wait(60)
         return case.seg.copy() if case.seg is not None else np.zeros(case.shape, np.uint8)
-
-
-def write_random_export(path: Path, arch: str = "sspp", base_width: int = 8, seed: int = 0) -> Path:
-    """A randomly initialised model export; base width 8 (the default) makes a tiny, fast model for tests."""
-    import torch
-
-    from brats_core.config import PreprocessConfig
-    from Deep_Learning_Model.export import save_export
-    from Deep_Learning_Model.model import ModelConfig, build_model
-
-    torch.manual_seed(seed)
-    config = ModelConfig(arch=arch, base_width=base_width)
-    return save_export(path, build_model(config), config, PreprocessConfig(), metrics={},
-                       info={"note": "random weights for tests"})
 
 
 def case_paths(files: CaseFiles) -> list[Path]:

@@ -19,12 +19,14 @@ import pytest
 from api_support import SAMPLE_ZIP, api_settings, multipart
 from fastapi.testclient import TestClient
 from PIL import Image
-from support import Oracle, case_paths, case_zip, write_random_export
+from support import Oracle, case_paths, case_zip
 
 from brats_core.cases import Case, CaseFiles, find_cases
 from brats_core.config import REGIONS, REPO_ROOT
 from brats_core.errors import ArtifactError, BratsError
 from brats_core.synth import make_synthetic_case, write_case
+from Deep_Learning_Model.export import write_random_export
+from Deep_Learning_Model.model import ModelConfig
 from sspp_unet_api.app.config import Settings
 from sspp_unet_api.app.main import create_app
 
@@ -189,7 +191,7 @@ def test_predict_picks_a_case_of_a_multi_case_upload(
 def test_model_field_picks_an_allowed_model(
     tmp_path: Path, random_export: Path, two_cases: list[CaseFiles]
 ) -> None:
-    unet = write_random_export(tmp_path / "unet.pt", arch="unet")
+    unet = write_random_export(tmp_path / "unet.pt", ModelConfig(arch="unet", base_width=8))
     settings = api_settings(tmp_path / "data", random_export, allowed_models=("sspp", "unet"),
                             checkpoints={"sspp": random_export, "unet": unet})
     with TestClient(create_app(settings)) as client:

@@ -103,12 +103,26 @@ def test_write_reports_timed_single_case_and_empty(tmp_path: Path) -> None:
         write_reports([], tmp_path / "none")
 
 
+def test_write_reports_merges_extra(tmp_path: Path) -> None:
+    extra = {"fit_seconds": 12.5, "artifact": "naive.npz"}
+    summary = write_reports([_row("a", 0.5, 3.0, predict_seconds=1.5)], tmp_path / "one", extra=extra)
+    assert summary["fit_seconds"] == 12.5 and summary["artifact"] == "naive.npz" and summary["n_cases"] == 1
+    assert list(summary)[-2:] == ["fit_seconds", "artifact"]  # after the scores
+    assert json.loads((tmp_path / "one" / "summary.json").read_text()) == summary
+    with pytest.raises(ValueError, match=r"extra keys \['WT', 'predict_seconds_mean'\] would replace"):
+        write_reports([_row("a", 0.5, 3.0, predict_seconds=1.5)], tmp_path / "two",
+                      extra={"WT": 1, "predict_seconds_mean": 0, "ok": 1})
+    assert not (tmp_path / "two").exists()  # nothing written
+
+
 def test_evaluate_segmenter_perfect_writes_predictions(cases_dir: Path, tmp_path: Path) -> None:
     cases = find_cases(cases_dir)
     summary = evaluate_segmenter(
-        Oracle(), cases, tmp_path / "out", predictions_dir=tmp_path / "pred", progress=False
+        Oracle(), cases, tmp_path / "out", predictions_dir=tmp_path / "pred", progress=False,
+        extra={"fit_seconds": 0.0},
     )
     assert summary["n_cases"] == 4 and summary["predict_seconds_mean"] >= 0.0
+    assert summary["fit_seconds"] == 0.0
     for region in ("WT", "TC", "ET"):
         assert summary[region]["dice"]["mean"] == 1.0 and summary[region]["hd95"]["mean"] == 0.0
     for files in cases:

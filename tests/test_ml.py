@@ -189,8 +189,10 @@ def test_train_cli_and_predict_cli(synthetic_root: Path, files: list, tmp_path: 
     assert brats(["train", "ml", "--model", "tree", "--data", str(synthetic_root), "--split", str(split),
                   "--artifacts", str(artifacts), "--results", str(results), "--size", str(SIZE),
                   "--samples-per-case", "200"]) == 0
-    assert json.loads((results / "tree" / "summary.json").read_text())["n_cases"] == 1
-    assert json.loads((results / "tree" / "fit.json").read_text())["samples_per_case"] == 200
+    summary = json.loads((results / "tree" / "summary.json").read_text())
+    assert summary["n_cases"] == 1 and summary["samples_per_case"] == 200
+    assert summary["artifact"] == "tree.joblib"
+    assert summary["fit_seconds"] > 0 and not (results / "tree" / "fit.json").exists()
 
     source = synthetic_root / files[3].case_id
     bare = tmp_path / "inputs" / files[3].case_id

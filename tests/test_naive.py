@@ -71,6 +71,7 @@ def test_artifact_round_trip(fitted: NaiveMeanSegmenter, cases: list, tmp_path: 
     np.testing.assert_array_equal(loaded.levels, fitted.levels)
     np.testing.assert_array_equal(loaded.thresholds, fitted.thresholds)
     assert loaded.case_ids == fitted.case_ids
+    assert loaded.metadata()["fit_seconds"] == fitted.fit_seconds > 0  # read by brats compare --use-shipped
     np.testing.assert_array_equal(loaded.predict(cases[9]), fitted.predict(cases[9]))
 
 
@@ -117,8 +118,11 @@ def test_train_cli_and_predict_cli(synthetic_root: Path, tmp_path: Path) -> None
     assert brats(["train", "naive", *args]) == 0
     assert png.stat().st_size > 1000 and artifact.stat().st_size < 20e6
     summary = json.loads((results / "summary.json").read_text())
-    fit = json.loads((results / "fit.json").read_text())
-    assert summary["n_cases"] == 1 and fit["train_case_ids"] == sorted(json.loads(split.read_text())["train"])
+    assert summary["n_cases"] == 1
+    assert summary["train_case_ids"] == sorted(json.loads(split.read_text())["train"])
+    assert summary["fit_seconds"] == NaiveMeanSegmenter.load(artifact).fit_seconds > 0
+    assert summary["artifact"] == "naive.npz" and summary["artifact_bytes"] == artifact.stat().st_size
+    assert not (results / "fit.json").exists()
 
     # A case without a seg predicts fine; output keeps the input's shape and affine.
     source = synthetic_root / ids[0]

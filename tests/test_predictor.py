@@ -16,14 +16,15 @@ from brats_core.cli import main as brats
 from brats_core.config import PreprocessConfig
 from brats_core.dataset import SliceDataset
 from brats_core.errors import ArtifactError, BratsError
+from brats_core.figures import largest_tumour_slice
 from brats_core.labels import classes_to_labels, labels_to_classes
 from brats_core.metrics import dice
 from brats_core.preprocessing import preprocess
 from brats_core.segmenters import load_segmenter
 from brats_core.synth import make_synthetic_case
 from Deep_Learning_Model import predictor as predictor_module
-from Deep_Learning_Model.export import save_export
-from Deep_Learning_Model.model import ModelConfig, build_model
+from Deep_Learning_Model.export import load_export, write_random_export
+from Deep_Learning_Model.model import ModelConfig
 from Deep_Learning_Model.predictor import (
     Predictor,
     predict_volume,
@@ -31,7 +32,7 @@ from Deep_Learning_Model.predictor import (
     restore_argmax,
     stack_context,
 )
-from Deep_Learning_Model.visualize import default_slices, largest_tumour_slice, render
+from Deep_Learning_Model.visualize import default_slices, render
 from Deep_Learning_Model.visualize import main as visualize_main
 
 torch.set_num_threads(1)
@@ -44,15 +45,10 @@ def tiny_config(arch: str = "sspp", **overrides) -> ModelConfig:
     return ModelConfig(arch=arch, **{**defaults, **overrides})
 
 
-def write_export(path: Path, config: ModelConfig) -> Path:
-    torch.manual_seed(0)
-    return save_export(path, build_model(config), config, PreprocessConfig(size=config.input_size), {}, {})
-
-
 @pytest.fixture(scope="module")
 def exports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("exports")
-    return {arch: write_export(root / f"{arch}.pt", tiny_config(arch)) for arch in ("unet", "sspp")}
+    return {arch: write_random_export(root / f"{arch}.pt", tiny_config(arch)) for arch in ("unet", "sspp")}
 
 
 class Oracle(nn.Module):
@@ -102,6 +98,17 @@ def test_restore_argmax_matches_restore_scores() -> None:
     probs = torch.rand(geometry.crop_shape[2], 4, 32, 32)
     expected = classes_to_labels(geometry.restore_scores(probs.numpy()).argmax(axis=0))
     np.testing.assert_array_equal(restore_argmax(probs, geometry, chunk=6), expected)
+
+
+def test_random_export_is_seeded_and_leaves_the_global_rng(tmp_path: Path) -> None:
+    state = torch.random.get_rng_state()
+    first, second = (write_random_export(tmp_path / f"{i}.pt", tiny_config("unet")) for i in range(2))
+    assert torch.equal(torch.random.get_rng_state(), state)
+    (model_a, config, preprocess_config, meta), (model_b, *_) = load_export(first), load_export(second)
+    assert config == tiny_config("unet") and preprocess_config.size == 64
+    assert meta["info"]["weights"].startswith("random")
+    for a, b in zip(model_a.state_dict().values(), model_b.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
 
 
 def test_context_stacking_matches_the_training_dataset() -> None:
@@ -178,7 +185,8 @@ def test_render_with_and_without_true_mask(tmp_path: Path) -> None:
     case.seg = None
     assert default_slices(case, pred) == [largest_tumour_slice(pred)]
     _assert_png(render(case, pred, tmp_path / "sub" / "without_truth.png", slices=[3, 16]))
-    assert largest_tumour_slice(np.zeros((4, 4, 4))) is None
+    brain = np.flatnonzero(np.any(case.images != 0, axis=(0, 1, 2)))
+    assert default_slices(case, np.zeros_like(pred)) == [int(brain[len(brain) // 2])]  # no tumour anywhere
     with pytest.raises(BratsError, match=r"slices \[40\] outside 0..31"):
         render(case, pred, tmp_path / "bad.png", slices=[40])
 

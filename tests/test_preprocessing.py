@@ -147,12 +147,52 @@ def test_restore_scores(case: Case) -> None:
     np.testing.assert_array_equal(predicted, case.seg)
 
 
+def test_to_grid_is_the_path_of_the_images(case: Case) -> None:
+    native = preprocess(case, NATIVE)
+    x0, x1, y0, y1, z0, z1 = native.geometry.bbox
+    (pad_x, pad_y), side = native.geometry.pads, native.geometry.side
+    inside = (slice(None), slice(None), slice(pad_x, pad_x + x1 - x0), slice(pad_y, pad_y + y1 - y0))
+    grid = native.geometry.to_grid(case.images)  # native size: the crop, zero-padded, voxel for voxel
+    assert grid.shape == (z1 - z0, 4, side, side) and grid.dtype == np.float32
+    np.testing.assert_array_equal(grid[inside], case.images[:, x0:x1, y0:y1, z0:z1].transpose(3, 0, 1, 2))
+    assert grid.sum() == case.images[:, x0:x1, y0:y1, z0:z1].sum(dtype=np.float32)  # zeros in the padding
+
+    # The z-scored volume in the original grid, mapped by to_grid, is exactly preprocess's resized images.
+    normalised = np.zeros(case.images.shape, dtype=np.float32)
+    normalised[:, x0:x1, y0:y1, z0:z1] = native.images[inside].transpose(1, 2, 3, 0)
+    for size in (24, 64):
+        out = preprocess(case, PreprocessConfig(size=size))
+        np.testing.assert_array_equal(out.geometry.to_grid(normalised), out.images)
+
+
+def test_restore_argmax_is_the_argmax_of_restore_scores(case: Case) -> None:
+    geometry = preprocess(case, PreprocessConfig(size=24)).geometry
+    scores = np.random.default_rng(0).random((geometry.crop_shape[2], 4, 24, 24), dtype=np.float32)
+    classes = geometry.restore_scores(scores).argmax(axis=0)
+    for chunk in (1, 5, 64):
+        np.testing.assert_array_equal(geometry.restore_argmax(scores, chunk=chunk), classes)
+    labels = geometry.restore_argmax(torch.from_numpy(scores).half(), LABELS)
+    expected = np.asarray(LABELS)[geometry.restore_scores(scores.astype(np.float16)).argmax(axis=0)]
+    assert labels.dtype == np.uint8 and labels.shape == case.shape
+    np.testing.assert_array_equal(labels, expected)
+    inverted = geometry.restore_argmax(scores, (9, 1, 2, 4))  # outside the crop: the label of class 0
+    x0, x1, y0, y1, z0, z1 = geometry.bbox
+    outside = np.ones(case.shape, dtype=bool)
+    outside[x0:x1, y0:y1, z0:z1] = False
+    assert outside.any() and (inverted[outside] == 9).all()
+    np.testing.assert_array_equal(inverted[~outside], np.asarray((9, 1, 2, 4))[classes[~outside]])
+
+
 def test_restore_rejects_wrong_layout(case: Case) -> None:
     geometry = preprocess(case, PreprocessConfig(size=32)).geometry
     with pytest.raises(ValueError, match=r"labels must have layout \(Z', S, S\)"):
         geometry.restore_labels(np.zeros((3, 32, 32), dtype=np.uint8))
     with pytest.raises(ValueError, match=r"scores must have layout \(Z', K, S, S\)"):
         geometry.restore_scores(np.zeros((geometry.crop_shape[2], 32, 32), dtype=np.float32))
+    with pytest.raises(ValueError, match=r"scores must have layout \(Z', K, S, S\)"):
+        geometry.restore_argmax(torch.zeros(geometry.crop_shape[2] + 1, 4, 32, 32))
+    with pytest.raises(ValueError, match=r"volume must have layout \(K, X, Y, Z\) = \(K, 40, 28, 16\)"):
+        geometry.to_grid(case.images[0])
 
 
 def test_geometry_json_round_trip(case: Case) -> None:
