@@ -10,7 +10,6 @@ An export is one ``torch.save`` file holding only tensors and plain Python data 
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -20,16 +19,20 @@ from torch import nn
 
 from brats_core.config import PreprocessConfig
 from brats_core.errors import ArtifactError, BratsError
+from brats_core.files import atomic_path
 from Deep_Learning_Model.model import ModelConfig, build_model
 
 FORMAT = "brats-seg-export"
 VERSION = 1
 
 
-def _plain(value: object, where: str) -> object:
-    """``value`` as plain data (dict/list/str/int/float/bool/None); numpy scalars and paths are converted."""
+def plain_data(value: object, where: str) -> object:
+    """``value`` as plain data (dict/list/str/int/float/bool/None): numpy scalars become Python numbers, paths
+    strings, non-finite floats strings (JSON has no NaN); anything else raises :class:`BratsError` naming
+    ``where`` (e.g. ``"export field info"``) and the key path inside it.
+    """
     if isinstance(value, np.generic):  # before the builtins: np.float64 is a float subclass
-        return _plain(value.item(), where)
+        return plain_data(value.item(), where)
     if value is None or isinstance(value, (bool, int, str)):
         return value
     if isinstance(value, float):
@@ -37,10 +40,37 @@ def _plain(value: object, where: str) -> object:
     if isinstance(value, Path):
         return str(value)
     if isinstance(value, Mapping):
-        return {str(k): _plain(v, f"{where}.{k}") for k, v in value.items()}
+        return {str(k): plain_data(v, f"{where}.{k}") for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_plain(v, f"{where}[{i}]") for i, v in enumerate(value)]
-    raise BratsError(f"export field {where} holds a {type(value).__name__}, not plain data")
+        return [plain_data(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    raise BratsError(f"{where} holds a {type(value).__name__}, not plain data")
+
+
+def save_atomic(obj: object, path: Path | str) -> Path:
+    """``torch.save(obj, path)`` through :func:`atomic_path`."""
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+    return Path(path)
+
+
+def load_versioned(path: Path | str, fmt: str, version: int, what: str) -> dict:
+    """``torch.load(weights_only=True)`` of a ``{"format": fmt, "version": version, ...}`` file onto the CPU.
+
+    A missing, unreadable (corrupt, truncated, pickled code) or foreign file, or another version, raises
+    :class:`ArtifactError` naming the file and ``what`` it should be (e.g. ``"model export"``).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ArtifactError(f"{path}: {what} not found")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for truncated or foreign files
+        raise ArtifactError(f"{path}: not a readable {what} ({type(exc).__name__}: {exc})") from exc
+    if not isinstance(payload, dict) or payload.get("format") != fmt:
+        raise ArtifactError(f"{path}: not a {what} (expected format {fmt!r})")
+    if payload.get("version") != version:
+        raise ArtifactError(f"{path}: {what} version {payload.get('version')!r}, this code reads version {version}")
+    return payload
 
 
 def save_export(
@@ -51,8 +81,7 @@ def save_export(
     metrics: dict,
     info: dict,
 ) -> Path:
-    """Write the inference export of ``model`` to ``path`` atomically (a temporary file then a rename)."""
-    path = Path(path)
+    """Write the inference export of ``model`` to ``path`` atomically (:func:`save_atomic`)."""
     state = {
         name: (t.detach().to("cpu", torch.float16) if t.is_floating_point() else t.detach().cpu()).contiguous()
         for name, t in model.state_dict().items()
@@ -61,19 +90,12 @@ def save_export(
         "format": FORMAT,
         "version": VERSION,
         "model_config": model_config.to_dict(),
-        "preprocess": _plain(preprocess.to_dict(), "preprocess"),
-        "metrics": _plain(metrics, "metrics"),
-        "info": _plain(info, "info"),
+        "preprocess": plain_data(preprocess.to_dict(), "export field preprocess"),
+        "metrics": plain_data(metrics, "export field metrics"),
+        "info": plain_data(info, "export field info"),
         "state_dict": state,
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        torch.save(payload, tmp)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return save_atomic(payload, path)
 
 
 def write_random_export(path: Path | str, model_config: ModelConfig, seed: int = 0) -> Path:
@@ -91,17 +113,7 @@ def write_random_export(path: Path | str, model_config: ModelConfig, seed: int =
 
 def read_export(path: Path | str) -> dict:
     """The raw payload of an export, checked for format and version (no model is built)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ArtifactError(f"{path}: model export not found")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several types for truncated or foreign files
-        raise ArtifactError(f"{path}: not a readable model export ({type(exc).__name__}: {exc})") from exc
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise ArtifactError(f"{path}: not a BraTS model export (expected format {FORMAT!r})")
-    if payload.get("version") != VERSION:
-        raise ArtifactError(f"{path}: export version {payload.get('version')!r}, this code reads version {VERSION}")
+    payload = load_versioned(path, FORMAT, VERSION, "model export")
     missing = [k for k in ("model_config", "preprocess", "state_dict") if not isinstance(payload.get(k), dict)]
     if missing:
         raise ArtifactError(f"{path}: export lacks {', '.join(missing)}")

@@ -39,14 +39,23 @@ def resolve_device(device: torch.device | str | None = None) -> torch.device:
     return torch.device(device)
 
 
-def autocast(device: torch.device) -> contextlib.AbstractContextManager:
-    """Mixed precision for inference: bf16 on CPUs with native bf16 support, bf16/fp16 on CUDA."""
+def autocast_dtype(device: torch.device) -> torch.dtype | None:
+    """The mixed-precision dtype of ``device`` (``None``: fp32), for inference and training alike.
+
+    CUDA: bf16 where the GPU supports it, else fp16. CPU: bf16 where oneDNN has native bf16 kernels
+    (AVX512-BF16/AMX); emulated bf16 is slower than fp32, so other CPUs run fp32.
+    """
     if device.type == "cuda":
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.autocast("cuda", dtype=dtype)
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     if device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported():
-        return torch.autocast("cpu", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+        return torch.bfloat16
+    return None
+
+
+def autocast(device: torch.device) -> contextlib.AbstractContextManager:
+    """Autocast to :func:`autocast_dtype` of ``device``, or nothing where that is fp32."""
+    dtype = autocast_dtype(device)
+    return contextlib.nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
 
 
 def prepare_model(model: nn.Module, device: torch.device) -> nn.Module:
@@ -65,6 +74,13 @@ def stack_context(volume: torch.Tensor, index: torch.Tensor, context: int) -> to
     return rearrange(volume[neighbours], "b k c h w -> b (k c) h w")
 
 
+def _float_slices(images: np.ndarray | torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``images`` as a float32 tensor on ``device``; arrays are copied (torch cannot wrap read-only memory)."""
+    if torch.is_tensor(images):
+        return images.to(device=device, dtype=torch.float32)
+    return torch.from_numpy(np.array(images, dtype=np.float32)).to(device)
+
+
 def slice_probabilities(
     model: nn.Module,
     images: np.ndarray | torch.Tensor,
@@ -76,19 +92,24 @@ def slice_probabilities(
 ) -> torch.Tensor:
     """Softmax probabilities (Z', K, S, S) float32 on the CPU for the slices ``images`` (Z', C, S, S).
 
+    ``images`` may be any array or tensor, read-only float16 memory maps of the cache included: only one
+    batch of slices (and its ``context`` neighbours) at a time is copied to ``device`` as float32.
     ``model`` must already be in eval mode on ``device``. With ``tta`` the probabilities are the mean over the
     identity and the flips in :data:`TTA_FLIPS`; ``amp=False`` runs in fp32 instead of :func:`autocast`.
     """
     device = resolve_device(device)
-    if not torch.is_tensor(images):  # a copy: cached slices are read-only float16 memory maps
-        images = torch.from_numpy(np.array(images, dtype=np.float32))
-    volume = images.to(device=device, dtype=torch.float32)
     flips: tuple[tuple[int, ...], ...] = ((), *TTA_FLIPS) if tta else ((),)
+    total = images.shape[0]
     chunks = []
     with torch.inference_mode(), autocast(device) if amp else contextlib.nullcontext():
-        for start in range(0, volume.shape[0], batch_size):
-            index = torch.arange(start, min(start + batch_size, volume.shape[0]), device=device)
-            x = stack_context(volume, index, context).contiguous(memory_format=torch.channels_last)
+        for start in range(0, total, batch_size):
+            stop = min(start + batch_size, total)
+            # The batch and its neighbours; clamping at the window's ends is clamping at the volume's ends,
+            # since the window stops short of a context neighbour only where the volume does.
+            low, high = max(start - context, 0), min(stop + context, total)
+            window = _float_slices(images[low:high], device)
+            index = torch.arange(start - low, stop - low, device=device)
+            x = stack_context(window, index, context).contiguous(memory_format=torch.channels_last)
             probs = None
             for dims in flips:
                 logits = model(x.flip(dims) if dims else x).float()

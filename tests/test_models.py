@@ -12,11 +12,12 @@ from timm.models.swin_transformer import SwinTransformerBlock
 
 from brats_core.config import PreprocessConfig
 from brats_core.errors import ArtifactError, BratsError
+from brats_core.files import atomic_path
 from Deep_Learning_Model.export import load_export, save_export
 from Deep_Learning_Model.model import ModelConfig, build_model, count_parameters
 from Deep_Learning_Model.model.sspp import CrossContextualAttention, SwinBranch, SwinSPP
 
-torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 #: A shipped export must stay below this (GitHub-friendly, and the issue's limit).
 MAX_EXPORT_BYTES = 25 * 1024**2
 
@@ -174,6 +175,16 @@ def test_export_rejects_non_plain_metadata(tmp_path: Path) -> None:
     assert not list(tmp_path.iterdir())
 
 
+def test_atomic_path_keeps_the_old_file_when_writing_fails(tmp_path: Path) -> None:
+    target = tmp_path / "sub" / "file.txt"
+    with atomic_path(target) as tmp:
+        tmp.write_text("old")
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("crash while writing")
+    assert target.read_text() == "old" and [p.name for p in target.parent.iterdir()] == ["file.txt"]
+
+
 def _rewrite(source: Path, target: Path, **changes) -> Path:
     payload = torch.load(source, map_location="cpu", weights_only=True)
     for key, value in changes.items():
@@ -205,7 +216,7 @@ def test_export_errors_name_the_file(export, tmp_path: Path) -> None:
     cases.append((code, "not a readable model export"))  # weights_only refuses to unpickle classes
     foreign = tmp_path / "foreign.pt"
     torch.save({"weights": torch.zeros(3)}, foreign)
-    cases.append((foreign, "not a BraTS model export"))
+    cases.append((foreign, "not a model export"))
     cases.append((_rewrite(path, tmp_path / "version.pt", version=99), "export version 99"))
     cases.append((_rewrite(path, tmp_path / "nostate.pt", state_dict=None), "lacks state_dict"))
     listed = _rewrite(path, tmp_path / "listed.pt", state_dict=lambda d: {**d, "head.bias": [0.0, 1.0]})

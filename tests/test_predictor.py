@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -30,12 +31,13 @@ from Deep_Learning_Model.predictor import (
     predict_volume,
     resolve_device,
     restore_argmax,
+    slice_probabilities,
     stack_context,
 )
 from Deep_Learning_Model.visualize import default_slices, render
 from Deep_Learning_Model.visualize import main as visualize_main
 
-torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 LABEL_SET = {0, 1, 2, 4}
 
@@ -122,6 +124,24 @@ def test_context_stacking_matches_the_training_dataset() -> None:
     stacked = stack_context(torch.from_numpy(volume), torch.arange(5), context=2)
     for z in range(5):
         np.testing.assert_array_equal(stacked[z].numpy(), dataset[z][0].numpy())
+
+
+def test_slice_probabilities_reads_a_read_only_memmap_batch_by_batch(tmp_path: Path) -> None:
+    """Cached slices (read-only float16 memory maps) need no copy by the caller, and batching with context
+    neighbours gives the probabilities of the whole volume at once."""
+    rng = np.random.default_rng(0)
+    volume = rng.standard_normal((9, 4, 8, 8)).astype(np.float16)
+    np.save(tmp_path / "images.npy", volume)
+    images = np.load(tmp_path / "images.npy", mmap_mode="r")
+    torch.manual_seed(0)
+    model = nn.Conv2d(12, 4, kernel_size=1).eval()  # sees the centre slice and one neighbour on each side
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # torch warns when it wraps a read-only array
+        probs = slice_probabilities(model, images, "cpu", context=1, batch_size=2, amp=False)
+    whole = torch.from_numpy(volume.astype(np.float32))
+    with torch.no_grad():
+        expected = torch.softmax(model(stack_context(whole, torch.arange(9), context=1)), dim=1)
+    torch.testing.assert_close(probs, expected)
 
 
 def test_predictor_from_export(exports: dict[str, Path]) -> None:

@@ -36,14 +36,7 @@ from Deep_Learning_Model.training.sampler import SliceSampler
 
 SIZE = 32
 CPU = torch.device("cpu")
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @dataclass
@@ -100,6 +93,14 @@ def test_presets_and_json_round_trip():
 def test_invalid_config_raises(overrides, message):
     with pytest.raises(BratsError, match=message):
         make_config("default", **overrides)
+
+
+def test_unknown_fields_in_saved_configs_raise():
+    data = make_config("default").to_dict()
+    with pytest.raises(BratsError, match=r"unknown training config fields \['lr_max'\]"):
+        TrainConfig.from_dict({**data, "lr_max": 1.0})
+    with pytest.raises(BratsError, match=r"unknown augmentation config fields \['mirror'\]"):
+        TrainConfig.from_dict({**data, "augment": {**data["augment"], "mirror": True}})
 
 
 def test_unknown_preset_raises():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, fields
 
 from torch import nn
@@ -13,6 +14,13 @@ from Deep_Learning_Model.model.unet import DOWNSAMPLING, UNet
 ARCHS: tuple[str, ...] = ("unet", "sspp")
 #: BraTS label written for the tumour class of a binary (whole-tumour) model: its largest component, edema.
 BINARY_TUMOUR_LABEL = 2
+
+
+def check_known_fields(cls: type, names: Iterable[str], what: str) -> None:
+    """Raise :class:`BratsError` listing the ``names`` that are not fields of dataclass ``cls`` (a ``what``)."""
+    unknown = sorted(set(names) - {f.name for f in fields(cls)})
+    if unknown:
+        raise BratsError(f"unknown {what} fields {unknown}")
 
 
 @dataclass(frozen=True)
@@ -98,10 +106,7 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> ModelConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise BratsError(f"unknown model config fields {unknown}")
+        check_known_fields(cls, data, "model config")
         return cls(**data)
 
 

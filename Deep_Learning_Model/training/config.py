@@ -7,12 +7,12 @@ a result can always be traced back to the exact settings. Why the defaults are w
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from brats_core.config import RESULTS_DIR
 from brats_core.errors import BratsError
-from Deep_Learning_Model.model import ARCHS, ModelConfig
+from Deep_Learning_Model.model import ARCHS, ModelConfig, check_known_fields
 
 #: Number of MRI modalities per slice (t1, t1ce, t2, flair).
 MODALITY_CHANNELS = 4
@@ -43,6 +43,7 @@ class AugmentConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> AugmentConfig:
+        check_known_fields(cls, data, "augmentation config")
         data = dict(data)
         data["scale_range"] = tuple(data["scale_range"])
         return cls(**data)
@@ -165,10 +166,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> TrainConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise BratsError(f"unknown training config fields {unknown}")
+        check_known_fields(cls, data, "training config")
         data = dict(data)
         if data.get("augment") is not None:
             data["augment"] = AugmentConfig.from_dict(data["augment"])
@@ -201,8 +199,5 @@ def make_config(preset: str = "default", **overrides: object) -> TrainConfig:
     """``TrainConfig`` of ``preset`` with ``overrides`` applied on top."""
     if preset not in PRESETS:
         raise BratsError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
-    known = {f.name for f in fields(TrainConfig)}
-    unknown = sorted(set(overrides) - known)
-    if unknown:
-        raise BratsError(f"unknown training config fields {unknown}")
+    check_known_fields(TrainConfig, overrides, "training config")
     return replace(TrainConfig(), **{**PRESETS[preset], **overrides})

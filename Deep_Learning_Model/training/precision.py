@@ -1,5 +1,7 @@
 """Device and numeric precision of a training run: autocast dtype, gradient scaler, memory layout.
 
+The autocast dtype is the predictor's (:func:`Deep_Learning_Model.predictor.autocast_dtype`):
+
 - CUDA: bf16 autocast when the GPU supports it (no scaler needed), else fp16 autocast with a ``GradScaler``.
 - CPU: bf16 autocast when oneDNN has native bf16 kernels (AVX512-BF16/AMX), else fp32.
 - ``amp=False``: fp32 everywhere. channels_last is the fast convolution layout of both oneDNN and cuDNN.
@@ -13,14 +15,13 @@ from dataclasses import dataclass
 import torch
 
 from brats_core.errors import BratsError
+from Deep_Learning_Model.predictor import autocast_dtype, resolve_device
 from Deep_Learning_Model.training.distributed import DistContext
 
 
 def select_device(name: str, ctx: DistContext = DistContext()) -> torch.device:
     """``auto``: CUDA when available, else CPU. Under torchrun each process takes GPU ``LOCAL_RANK``."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
+    device = resolve_device(name)
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise BratsError(f"--device {name}: CUDA is not available on this machine (use --device cpu)")
@@ -59,9 +60,4 @@ class Precision:
 
 def select_precision(device: torch.device, amp: bool, channels_last: bool) -> Precision:
     """The mixed precision policy of the module docstring."""
-    dtype = None
-    if amp and device.type == "cuda":
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    elif amp and device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported():
-        dtype = torch.bfloat16
-    return Precision(device=device, dtype=dtype, channels_last=channels_last)
+    return Precision(device=device, dtype=autocast_dtype(device) if amp else None, channels_last=channels_last)

@@ -5,11 +5,11 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
-import os
 from pathlib import Path
 
 from brats_core.config import REGIONS
+from brats_core.files import atomic_path
+from Deep_Learning_Model.export import plain_data
 
 #: Columns of ``log.csv``, one row per epoch; validation columns are empty in epochs without validation.
 LOG_COLUMNS: tuple[str, ...] = (
@@ -26,13 +26,6 @@ def validation_columns(metrics: dict) -> dict[str, float]:
     return row
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
-
-
 def write_log(path: Path, rows: list[dict]) -> None:
     """(Re)write ``log.csv`` from the run's history (so a resumed run's log matches its checkpoint)."""
     buffer = io.StringIO()
@@ -40,19 +33,11 @@ def write_log(path: Path, rows: list[dict]) -> None:
     writer.writeheader()
     for row in rows:
         writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
-    _atomic_write(path, buffer.getvalue())
-
-
-def _finite(value: object) -> object:
-    """JSON has no NaN/inf: such floats become strings."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value
+    with atomic_path(path) as tmp:
+        tmp.write_text(buffer.getvalue())
 
 
 def write_json(path: Path, data: dict) -> None:
-    _atomic_write(path, json.dumps(_finite(data), indent=2) + "\n")
+    """Write ``data`` as indented JSON, atomically; non-finite floats become strings (JSON has no NaN)."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(plain_data(data, str(path)), indent=2) + "\n")

@@ -25,8 +25,7 @@ LOGGED_METRICS: tuple[str, ...] = ("dice", "hd95")
 def validate_case(model: nn.Module, entry: CacheEntry, device: torch.device, context: int, batch_size: int,
                   tta: bool) -> dict[str, dict[str, float]]:
     """Region metrics of one cached case (``model`` in eval mode on ``device``)."""
-    images = np.array(entry.images)  # a writable copy of the read-only memory map (torch wants writable arrays)
-    labels = predict_volume(model, images, entry.geometry, device, context, tta, batch_size)
+    labels = predict_volume(model, entry.images, entry.geometry, device, context, tta, batch_size)
     x0, x1, y0, y1, z0, z1 = entry.native_box
     return region_metrics(labels[x0:x1, y0:y1, z0:z1], entry.native_labels, entry.spacing)
 

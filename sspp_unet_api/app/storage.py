@@ -21,6 +21,8 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+from brats_core.files import atomic_path
+
 RECORD = "upload.json"
 PREDICTION_RECORD = "prediction.json"
 SEGMENTATION = "segmentation.nii.gz"
@@ -45,9 +47,8 @@ def is_valid_id(value: str) -> bool:
 
 
 def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=1))
 
 
 def _read_json(path: Path) -> dict | None:
