@@ -192,7 +192,8 @@ def run(overrides: dict, ctx: DistContext) -> int:
         start = time.perf_counter()
         trainer.fit(stop_after)
         if ctx.is_main:
-            info = {"train_config": cfg.to_dict(), "train_cases": data.train_ids, "val_cases": data.val_ids}
+            info = {"train_config": cfg.to_dict(), "train_cases": data.train_ids, "val_cases": data.val_ids,
+                    "train_seconds": round(time.perf_counter() - start, 1)}
             export = trainer.export(info)
             trainer.write_summary(time.perf_counter() - start)
             best = trainer.best

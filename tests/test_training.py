@@ -352,6 +352,7 @@ def test_resume_continues_exactly(cached, tmp_path):
     model, model_config, preprocess, meta = load_export(full / "export.pt")
     assert model_config.base_width == 4 and preprocess.size == SIZE
     assert meta["info"]["best_epoch"] == summary["best_epoch"]
+    assert meta["info"]["train_cases"] == summary["train_cases"] and meta["info"]["train_seconds"] > 0
     best = load_checkpoint(full / "best.pt")["model"]
     for name, tensor in model.state_dict().items():
         torch.testing.assert_close(tensor, best[name].to(tensor.dtype), atol=1e-2, rtol=1e-2)  # fp16 export
