@@ -3,8 +3,10 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# Temporary files and compiler caches stay inside the project's ignored folders.
 export TMPDIR := $(CURDIR)/.tmp
 export TORCHINDUCTOR_CACHE_DIR := $(CURDIR)/.cache/inductor
+$(shell mkdir -p $(TMPDIR) $(TORCHINDUCTOR_CACHE_DIR))
 
 .PHONY: setup test lint bench demo clean
 
@@ -12,7 +14,6 @@ setup: $(STAMP)
 
 # Re-installs only when a requirements file or pyproject.toml changed.
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
-	@mkdir -p $(TMPDIR)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements-dev.txt

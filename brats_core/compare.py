@@ -26,8 +26,8 @@ cases), one GPU and 16 CPU cores, default options: about 6-7 h, mostly CPU-bound
 - classical models: ~4-8 s per training case (two loads, preprocessing, features of 4,000 voxels) plus tuning on
   the validation cases, ~25 min per fold;
 - U-Net and U-Net + SSPP: the slice cache is built once (~2 s per case), then per model and fold 160,000
-  training slices (40 epochs x 250 steps x batch 16) plus 40 validations, ~7 min at an assumed 1,000 slices/s
-  (GPU rate not measured: check it with ``benchmarks/training_throughput.py``);
+  training slices (40 epochs x 250 steps x batch 16) plus 40 validations, ~3-5 min at the rates measured on one
+  H200 with both models training at once, data loading included (U-Net ~1,100, SSPP ~600 slices/s);
 - prediction and scoring: each of the 369 cases once, ~25 s for all seven models (every classical model computes
   its own features; KNN queries; 3D HD95 at ~0.6 s per case and model), ~2.5 h.
 
