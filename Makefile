@@ -8,7 +8,7 @@ export TMPDIR := $(CURDIR)/.tmp
 export TORCHINDUCTOR_CACHE_DIR := $(CURDIR)/.cache/inductor
 $(shell mkdir -p $(TMPDIR) $(TORCHINDUCTOR_CACHE_DIR))
 
-.PHONY: setup test lint bench demo clean
+.PHONY: setup browser test lint bench demo clean
 
 setup: $(STAMP)
 
@@ -20,10 +20,17 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	$(PY) -m pip install -q --no-deps -e .
 	@touch $(STAMP)
 
+# Debian's chromium for the end-to-end browser test (installed when this user can; else the test says how).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "make: chromium is missing; the browser test will fail: sudo apt-get install chromium"; fi; }
+
 lint: setup
 	$(VENV)/bin/ruff check .
 
-test: setup lint
+test: setup lint browser
 	$(PY) -m pytest
 
 bench: setup

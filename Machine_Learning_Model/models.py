@@ -285,10 +285,10 @@ class VoxelSegmenter:
 
 
 def load_segmenter(name: str, artifact: Path | None = None, device: str | None = None,
-                   n_jobs: int | None = -1, **options: object) -> VoxelSegmenter:
+                   n_jobs: int | None = -1) -> VoxelSegmenter:
     """Registry entry (``brats_core.segmenters``): load ``name`` from ``artifact`` or the shipped one.
 
-    ``device`` does not apply (CPU only); ``n_jobs`` sets the KNN query parallelism; other options are ignored.
+    ``device`` does not apply (CPU only); ``n_jobs`` sets the KNN query parallelism.
     """
     if name not in MODEL_NAMES:
         raise BratsError(f"Machine_Learning_Model provides {', '.join(MODEL_NAMES)}, not {name!r}")

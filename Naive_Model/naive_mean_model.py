@@ -212,9 +212,8 @@ class NaiveMeanSegmenter:
                    metadata.get("fit_seconds"))
 
 
-def load_segmenter(name: str = "naive", artifact: Path | None = None, device: str | None = None,
-                   **options: object) -> NaiveMeanSegmenter:
-    """Registry entry (``brats_core.segmenters``); ``device`` and other options do not apply and are ignored."""
+def load_segmenter(name: str = "naive", artifact: Path | None = None, device: str | None = None) -> NaiveMeanSegmenter:
+    """Registry entry (``brats_core.segmenters``); ``device`` does not apply (numpy on the CPU)."""
     if name != NaiveMeanSegmenter.name:
         raise BratsError(f"Naive_Model provides the model 'naive', not {name!r}")
     return NaiveMeanSegmenter.load(DEFAULT_ARTIFACT if artifact is None else artifact)

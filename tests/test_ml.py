@@ -124,11 +124,17 @@ def test_every_model_learns_synthetic_tumour(models: dict, files: list) -> None:
     assert models["ensemble"].lead in ("ridge", "tree", "knn")
 
 
+def test_unsupported_options_are_refused_not_ignored(models: dict, tmp_path: Path) -> None:
+    path = models["knn"].save(tmp_path / "knn.joblib")
+    with pytest.raises(BratsError, match="does not support option"):
+        load_segmenter("knn", artifact=path, tta=True)
+
+
 def test_artifact_round_trip(models: dict, files: list, tmp_path: Path) -> None:
     case = load_case(files[3])
     for name in ("knn", "ensemble"):
         path = models[name].save(tmp_path / f"{name}.joblib")
-        loaded = load_segmenter(name, artifact=path, device="cpu", tta=True)  # unknown options are ignored
+        loaded = load_segmenter(name, artifact=path, device="cpu")
         assert loaded.name == name and loaded.thresholds == models[name].thresholds
         np.testing.assert_array_equal(loaded.predict(case), models[name].predict(case))
 

@@ -67,7 +67,9 @@ def test_dice_per_level_matches_direct_thresholding() -> None:
 
 def test_artifact_round_trip(fitted: NaiveMeanSegmenter, cases: list, tmp_path: Path) -> None:
     path = fitted.save(tmp_path / "naive.npz")
-    loaded = load_segmenter("naive", artifact=path, device="cpu")  # through the registry, options ignored
+    loaded = load_segmenter("naive", artifact=path, device="cpu")  # through the registry
+    with pytest.raises(BratsError, match="does not support option"):
+        load_segmenter("naive", artifact=path, tta=True)
     np.testing.assert_array_equal(loaded.levels, fitted.levels)
     np.testing.assert_array_equal(loaded.thresholds, fitted.thresholds)
     assert loaded.case_ids == fitted.case_ids
