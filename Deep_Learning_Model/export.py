@@ -145,9 +145,8 @@ def load_export(
     not_tensors = sorted(k for k, v in tensors.items() if not isinstance(v, torch.Tensor))
     if not_tensors:
         raise ArtifactError(f"{path}: state_dict entries {not_tensors[:5]} are not tensors")
-    state = {k: v.float() if v.is_floating_point() else v for k, v in tensors.items()}
     try:
-        model.load_state_dict(state, strict=True)
+        model.load_state_dict(tensors, strict=True)  # copies the fp16 values into the fp32 parameters
     except RuntimeError as exc:
         raise ArtifactError(f"{path}: weights do not match the model configuration: {exc}") from exc
     model.to(device).eval()

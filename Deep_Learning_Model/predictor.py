@@ -1,9 +1,10 @@
 """In-process inference for the U-Net and U-Net + SSPP exports.
 
 The model is loaded once; a case is preprocessed with :mod:`brats_core.preprocessing`, all its slices are run
-in batches under ``torch.inference_mode`` (bf16 autocast + channels_last on CPU, fp16/bf16 autocast on CUDA),
-optionally with flip test-time augmentation, and the class probabilities are mapped back to the original
-geometry (bilinear in-plane, :meth:`Geometry.restore_argmax`) before the argmax.
+in batches under ``torch.inference_mode`` in channels_last with :func:`autocast` (bf16 on CPUs with native
+bf16, else fp32; bf16 or fp16 on CUDA), optionally with flip test-time augmentation, and the class
+probabilities are mapped back to the original geometry (bilinear in-plane, :meth:`Geometry.restore_argmax`)
+before the argmax.
 """
 
 from __future__ import annotations
@@ -75,10 +76,14 @@ def stack_context(volume: torch.Tensor, index: torch.Tensor, context: int) -> to
 
 
 def _float_slices(images: np.ndarray | torch.Tensor, device: torch.device) -> torch.Tensor:
-    """``images`` as a float32 tensor on ``device``; arrays are copied (torch cannot wrap read-only memory)."""
-    if torch.is_tensor(images):
-        return images.to(device=device, dtype=torch.float32)
-    return torch.from_numpy(np.array(images, dtype=np.float32)).to(device)
+    """``images`` as a float32 tensor on ``device``, wrapping writable float32 arrays without a copy.
+
+    Other arrays are converted (float16 cache maps) or copied (read-only float32: torch cannot wrap those).
+    """
+    if not torch.is_tensor(images):
+        array = np.asarray(images, dtype=np.float32)
+        images = torch.from_numpy(array if array.flags.writeable else array.copy())
+    return images.to(device=device, dtype=torch.float32)
 
 
 def slice_probabilities(
@@ -162,7 +167,6 @@ class Predictor:
         device: torch.device | str | None = None,
         tta: bool = False,
         batch_size: int = DEFAULT_BATCH_SIZE,
-        name: str | None = None,
         meta: dict | None = None,
         amp: bool = True,
     ) -> None:
@@ -173,7 +177,7 @@ class Predictor:
         self.tta = tta
         self.batch_size = batch_size
         self.amp = amp
-        self.name = name or model_config.arch
+        self.name = model_config.arch
         self.meta = meta or {}
 
     @classmethod
@@ -221,5 +225,4 @@ def load_segmenter(
     predictor = Predictor.from_export(path, device=device, tta=tta, batch_size=batch_size)
     if predictor.model_config.arch != name:
         raise ArtifactError(f"{path}: export holds a {predictor.model_config.arch!r} model, not {name!r}")
-    predictor.name = name
     return predictor

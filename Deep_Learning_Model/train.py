@@ -131,12 +131,15 @@ def _configure_determinism(cfg: TrainConfig, device: torch.device) -> None:
 
 
 def _adopt_cache_size(cfg: TrainConfig, data: TrainingData, explicit: set[str]) -> TrainConfig:
-    """With ``--from-cache`` the slice size is the cache's unless ``--size`` says otherwise (then it must match)."""
+    """With ``--from-cache`` the slice size is the cache's unless ``--size`` says otherwise (then it must match).
+
+    ``--data`` builds its cache at ``cfg.size``, so only ``--from-cache`` can differ.
+    """
     size = data.preprocess.size
     if size == cfg.size:
         return cfg
-    if "size" in explicit or cfg.from_cache is None:
-        raise BratsError(f"{cfg.from_cache or cfg.data}: cached slices are {size}px but the run uses --size {cfg.size}")
+    if "size" in explicit:
+        raise BratsError(f"{cfg.from_cache}: cached slices are {size}px but the run uses --size {cfg.size}")
     return replace(cfg, size=size)
 
 
@@ -192,10 +195,11 @@ def run(overrides: dict, ctx: DistContext) -> int:
         start = time.perf_counter()
         trainer.fit(stop_after)
         if ctx.is_main:
+            seconds = time.perf_counter() - start
             info = {"train_config": cfg.to_dict(), "train_cases": data.train_ids, "val_cases": data.val_ids,
-                    "train_seconds": round(time.perf_counter() - start, 1)}
+                    "train_seconds": round(seconds, 1)}
             export = trainer.export(info)
-            trainer.write_summary(time.perf_counter() - start)
+            trainer.write_summary(seconds)
             best = trainer.best
             score = "" if best["mean_dice"] is None else f" (val mean Dice {best['mean_dice']:.4f})"
             print(f"best epoch {best['epoch']}{score}; export written to {export}", file=sys.stderr)

@@ -11,11 +11,10 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 from matplotlib.figure import Figure
 
-from brats_core.cases import Case, load_case
+from brats_core.cases import Case, check_labels, check_same_geometry, load_case, read_nifti
 from brats_core.config import LABELS, MODALITIES
 from brats_core.errors import BratsError
 from brats_core.evaluation import check_prediction
@@ -30,6 +29,7 @@ from brats_core.figures import (
     show_plane,
     to_grey,
 )
+from brats_core.preprocessing import brain_mask
 
 
 def default_slices(case: Case, pred: np.ndarray) -> list[int]:
@@ -37,7 +37,7 @@ def default_slices(case: Case, pred: np.ndarray) -> list[int]:
     for labels in (case.seg, pred):
         if labels is not None and np.any(labels):
             return [largest_tumour_slice(labels)]
-    brain = np.flatnonzero(np.any(case.images != 0, axis=(0, 1, 2)))
+    brain = np.flatnonzero(brain_mask(case.images).any(axis=(0, 1)))
     return [int(brain[len(brain) // 2])] if brain.size else [case.shape[2] // 2]
 
 
@@ -77,14 +77,10 @@ def render(case: Case, pred: np.ndarray, out: Path | str, slices: Sequence[int] 
 
 
 def load_prediction(path: Path, case: Case) -> np.ndarray:
-    """A saved label map (uint8 NIfTI of the case's shape)."""
-    try:
-        labels = np.asarray(nib.load(path).dataobj)
-    except (OSError, ValueError, nib.filebasedimages.ImageFileError) as exc:
-        raise BratsError(f"{path}: cannot read the prediction ({exc})") from exc
-    if np.issubdtype(labels.dtype, np.integer) and labels.min() >= 0 and labels.max() <= 255:
-        labels = labels.astype(np.uint8)  # label maps saved as int16/int32 by other tools
-    return check_prediction(labels, case.shape, str(path))
+    """A saved label map (labels 0/1/2/4 in any integer dtype) with the case's shape and affine, as uint8."""
+    labels, affine, _ = read_nifti(path)
+    check_same_geometry(str(path), labels.shape, affine, f"case '{case.case_id}'", case.shape, case.affine)
+    return check_labels(labels, str(path))
 
 
 def main(argv: list[str] | None = None) -> int:

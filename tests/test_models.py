@@ -12,7 +12,6 @@ from timm.models.swin_transformer import SwinTransformerBlock
 
 from brats_core.config import PreprocessConfig
 from brats_core.errors import ArtifactError, BratsError
-from brats_core.files import atomic_path
 from Deep_Learning_Model.export import load_export, save_export
 from Deep_Learning_Model.model import ModelConfig, build_model, count_parameters
 from Deep_Learning_Model.model.sspp import CrossContextualAttention, SwinBranch, SwinSPP
@@ -88,7 +87,8 @@ def test_cross_contextual_attention_shapes_and_residual() -> None:
     with torch.no_grad():
         z_all = sspp.pyramid(x)
         assert z_all.shape == (3, 64, 3 * 16)  # P tokens x M*C channels
-        w_scale, w_tokens = sspp.attention.weights(z_all)
+        w_scale = sspp.attention.scale_weights(z_all)
+        w_tokens = sspp.attention.token_weights(z_all * w_scale[:, None, :])
         assert w_scale.shape == (3, 48) and w_tokens.shape == (3, 64)
         assert ((w_scale > 0) & (w_scale < 1)).all() and ((w_tokens > 0) & (w_tokens < 1)).all()
         expected = z_all * w_scale[:, None, :] * w_tokens[:, :, None]
@@ -100,11 +100,13 @@ def test_cross_contextual_attention_shapes_and_residual() -> None:
 
 
 def test_token_attention_uses_scale_weighted_tokens() -> None:
+    """Scale attention first (GAP over the tokens), then token attention on ``z'`` (mean over the channels)."""
     attention = CrossContextualAttention(channels=6, tokens=4, reduction=2)
     z_all = torch.randn(2, 4, 6)
-    w_scale, w_tokens = attention.weights(z_all)
-    pooled = (z_all * w_scale[:, None, :]).mean(dim=2)
-    torch.testing.assert_close(w_tokens, torch.sigmoid(attention.token(pooled)))
+    w_scale = torch.sigmoid(attention.scale(z_all.mean(dim=1)))
+    z_scaled = z_all * w_scale[:, None, :]
+    w_tokens = torch.sigmoid(attention.token(z_scaled.mean(dim=2)))
+    torch.testing.assert_close(attention(z_all), z_scaled * w_tokens[:, :, None])
 
 
 @pytest.mark.parametrize(
@@ -173,16 +175,6 @@ def test_export_rejects_non_plain_metadata(tmp_path: Path) -> None:
     with pytest.raises(BratsError, match=r"export field info\.run holds a object"):
         save_export(tmp_path / "x.pt", build_model(config), config, PreprocessConfig(), {}, {"run": object()})
     assert not list(tmp_path.iterdir())
-
-
-def test_atomic_path_keeps_the_old_file_when_writing_fails(tmp_path: Path) -> None:
-    target = tmp_path / "sub" / "file.txt"
-    with atomic_path(target) as tmp:
-        tmp.write_text("old")
-    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
-        tmp.write_text("half")
-        raise RuntimeError("crash while writing")
-    assert target.read_text() == "old" and [p.name for p in target.parent.iterdir()] == ["file.txt"]
 
 
 def _rewrite(source: Path, target: Path, **changes) -> Path:

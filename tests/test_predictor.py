@@ -126,11 +126,12 @@ def test_context_stacking_matches_the_training_dataset() -> None:
         np.testing.assert_array_equal(stacked[z].numpy(), dataset[z][0].numpy())
 
 
-def test_slice_probabilities_reads_a_read_only_memmap_batch_by_batch(tmp_path: Path) -> None:
-    """Cached slices (read-only float16 memory maps) need no copy by the caller, and batching with context
+@pytest.mark.parametrize("dtype", [np.float16, np.float32])
+def test_slice_probabilities_reads_a_read_only_memmap_batch_by_batch(tmp_path: Path, dtype: type) -> None:
+    """Cached slices (read-only memory maps) need no copy by the caller, and batching with context
     neighbours gives the probabilities of the whole volume at once."""
     rng = np.random.default_rng(0)
-    volume = rng.standard_normal((9, 4, 8, 8)).astype(np.float16)
+    volume = rng.standard_normal((9, 4, 8, 8)).astype(dtype)
     np.save(tmp_path / "images.npy", volume)
     images = np.load(tmp_path / "images.npy", mmap_mode="r")
     torch.manual_seed(0)
@@ -223,4 +224,7 @@ def test_visualize_cli(synthetic_root: Path, exports: dict[str, Path], tmp_path:
     _assert_png(tmp_path / "b.png")
     nib.save(nib.Nifti1Image(np.zeros((5, 5, 5), np.uint8), case.affine), pred_path)
     with pytest.raises(BratsError, match="shape"):
+        visualize_main([str(case_dir), "--pred", str(pred_path), "--out", str(tmp_path / "c.png")])
+    nib.save(nib.Nifti1Image(case.seg, 2 * case.affine), pred_path)
+    with pytest.raises(BratsError, match="pred.nii.gz: affine differs"):
         visualize_main([str(case_dir), "--pred", str(pred_path), "--out", str(tmp_path / "c.png")])

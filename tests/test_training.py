@@ -20,6 +20,7 @@ from brats_core.config import PreprocessConfig
 from brats_core.dataset import SliceDataset
 from brats_core.errors import ArtifactError, BratsError
 from brats_core.split import save_split
+from Deep_Learning_Model import predictor as predictor_module
 from Deep_Learning_Model.export import load_export
 from Deep_Learning_Model.train import main as train_main
 from Deep_Learning_Model.training.augment import SliceAugmentation
@@ -274,8 +275,19 @@ def test_cuda_out_of_memory_becomes_a_clear_error(cached, tmp_path):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
     trainer.loss_fn = out_of_memory
-    with pytest.raises(BratsError, match="out of memory.*smaller --batch-size"):
+    with pytest.raises(BratsError, match="out of memory.*smaller --batch-size") as info:
         trainer.train_epoch(0)
+    assert "--amp" not in str(info.value)  # already on: only an fp32 run is told to turn it on
+    trainer = _trainer(cached, tmp_path, ["synth_000"], [], epochs=1, max_steps_per_epoch=1, amp=False)
+    trainer.loss_fn = out_of_memory
+    with pytest.raises(BratsError, match="smaller --batch-size.*or --amp"):
+        trainer.train_epoch(0)
+
+
+def test_validation_follows_the_amp_setting(cached, tmp_path, monkeypatch):
+    trainer = _trainer(cached, tmp_path, ["synth_000"], ["synth_001"], amp=False)
+    monkeypatch.setattr(predictor_module, "autocast", lambda device: pytest.fail("autocast in an fp32 run"))
+    assert 0.0 <= trainer._validate()["mean_dice"] <= 1.0
 
 
 def test_checkpoint_round_trip(cached, tmp_path):
@@ -291,6 +303,11 @@ def test_checkpoint_round_trip(cached, tmp_path):
     assert second.scheduler.state_dict() == first.scheduler.state_dict()
     assert (second.epoch, second.global_step, second.history) == (first.epoch, first.global_step, first.history)
     assert TrainConfig.from_dict(state["config"]) == first.cfg
+    # a bf16/fp32 run saves a disabled scaler ({}); continuing it under fp16 starts a fresh GradScaler
+    assert state["scaler"] == {}
+    second.scaler = Precision(CPU, torch.float16, channels_last=False).grad_scaler()
+    second.load_state_dict(state)
+    assert second.scaler.is_enabled()
 
 
 @pytest.mark.parametrize(

@@ -36,7 +36,7 @@ class ModelConfig:
     map (2, 4, 8 on the 8x8 map of a 128 input; 8 is global attention). ``sspp_dim`` is the embedding width of
     the branches: 128 by default (a 1x1 projection from the ``16 * base_width`` bottleneck channels), which
     keeps SSPP at about 1.5M parameters and its CPU cost small; ``None`` uses the bottleneck channels themselves
-    (about 19M extra parameters at base width 32).
+    (about 21M extra parameters at base width 32).
     """
 
     arch: str = "sspp"
@@ -114,8 +114,8 @@ def build_model(config: ModelConfig) -> nn.Module:
     """The network of ``config``: (N, config.channels, H, W) -> logits (N, config.num_classes, H, W).
 
     The SSPP model needs ``H = W = config.input_size`` (its attention windows are laid out for that grid).
+    ``config`` is valid by construction (frozen, checked in ``__post_init__``).
     """
-    config.validate()
     bottleneck = None
     if config.arch == "sspp":
         bottleneck = SwinSPP(

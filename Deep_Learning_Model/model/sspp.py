@@ -48,15 +48,17 @@ class CrossContextualAttention(nn.Module):
         self.scale = nn.Sequential(nn.Linear(channels, hidden_c), nn.ReLU(inplace=True), nn.Linear(hidden_c, channels))
         self.token = nn.Sequential(nn.Linear(tokens, hidden_t), nn.ReLU(inplace=True), nn.Linear(hidden_t, tokens))
 
-    def weights(self, z_all: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(w_scale (B, M*D), w_tokens (B, P))``; ``w_tokens`` is computed on the scale-weighted ``z'``."""
-        w_scale = torch.sigmoid(self.scale(z_all.mean(dim=1)))
-        w_tokens = torch.sigmoid(self.token((z_all * w_scale[:, None, :]).mean(dim=2)))
-        return w_scale, w_tokens
+    def scale_weights(self, z_all: torch.Tensor) -> torch.Tensor:
+        """``w_scale`` (B, M*D) from the tokens' mean (GAP) of ``z_all``."""
+        return torch.sigmoid(self.scale(z_all.mean(dim=1)))
+
+    def token_weights(self, z_scaled: torch.Tensor) -> torch.Tensor:
+        """``w_tokens`` (B, P) from the channels' mean of the scale-weighted ``z'``."""
+        return torch.sigmoid(self.token(z_scaled.mean(dim=2)))
 
     def forward(self, z_all: torch.Tensor) -> torch.Tensor:
-        w_scale, w_tokens = self.weights(z_all)
-        return z_all * w_scale[:, None, :] * w_tokens[:, :, None]
+        z_scaled = z_all * self.scale_weights(z_all)[:, None, :]
+        return z_scaled * self.token_weights(z_scaled)[:, :, None]
 
 
 class SwinSPP(nn.Module):
@@ -77,7 +79,6 @@ class SwinSPP(nn.Module):
         reduction: int = 4,
     ) -> None:
         super().__init__()
-        self.resolution = resolution
         self.proj_in = nn.Linear(channels, dim) if dim != channels else nn.Identity()
         self.branches = nn.ModuleList(SwinBranch(dim, resolution, w, heads, mlp_ratio) for w in windows)
         self.attention = CrossContextualAttention(dim * len(windows), resolution * resolution, reduction)

@@ -10,16 +10,17 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from brats_core.config import RESULTS_DIR
+from brats_core.config import LABELS, MODALITIES, RESULTS_DIR
 from brats_core.errors import BratsError
 from Deep_Learning_Model.model import ARCHS, ModelConfig, check_known_fields
+from Deep_Learning_Model.training.losses import DICE_GROUPS
 
 #: Number of MRI modalities per slice (t1, t1ce, t2, flair).
-MODALITY_CHANNELS = 4
+MODALITY_CHANNELS = len(MODALITIES)
 #: Number of output classes (background, NCR/NET, ED, ET).
-NUM_CLASSES = 4
+NUM_CLASSES = len(LABELS)
 SCHEDULES: tuple[str, ...] = ("cosine", "constant")
-DICE_TARGETS: tuple[str, ...] = ("regions", "classes")
+DICE_TARGETS: tuple[str, ...] = tuple(DICE_GROUPS)
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,8 @@ class AugmentConfig:
     def from_dict(cls, data: dict) -> AugmentConfig:
         check_known_fields(cls, data, "augmentation config")
         data = dict(data)
-        data["scale_range"] = tuple(data["scale_range"])
+        if "scale_range" in data:
+            data["scale_range"] = tuple(data["scale_range"])
         return cls(**data)
 
 
@@ -190,7 +192,7 @@ PRESETS: dict[str, dict] = {
         "oversample": None,
         "augment": None,
     },
-    # The shipped CPU checkpoints: short epochs so validation and checkpoints come often on 2 cores.
+    # Training on a 2-core CPU: short epochs so validation and checkpoints come every couple of minutes.
     "cpu-fast": {"epochs": 30, "max_steps_per_epoch": 100, "warmup_epochs": 0.5, "workers": 1},
 }
 

@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from brats_core.config import REGIONS
 from brats_core.errors import BratsError
+from brats_core.files import atomic_path
 from Deep_Learning_Model.export import save_export
 from Deep_Learning_Model.model import build_model, count_parameters
 from Deep_Learning_Model.training.checkpoint import load_checkpoint, save_checkpoint
@@ -71,7 +72,8 @@ def oom_guard(cfg: TrainConfig, device: torch.device, stage: str, batch_size: in
         raise BratsError(
             f"CUDA out of memory during {stage} on {device} ({cfg.model}, base width {cfg.base_width}, "
             f"{cfg.size}x{cfg.size} slices, batch {batch_size}): retry with a smaller {option} "
-            f"(e.g. {max(batch_size // 2, 1)}), a smaller --size or --base-width, or --amp"
+            f"(e.g. {max(batch_size // 2, 1)}), a smaller --size or --base-width"
+            + ("" if cfg.amp else ", or --amp")
         ) from exc
 
 
@@ -167,7 +169,8 @@ class Trainer:
         self.net.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        self.scaler.load_state_dict(state["scaler"])
+        if state["scaler"]:  # a disabled scaler (bf16/fp32) saves {}: an fp16 continuation starts a fresh one
+            self.scaler.load_state_dict(state["scaler"])
         self.epoch = int(state["epoch"])
         self.global_step = int(state["global_step"])
         self.history = list(state["metrics"]["history"])
@@ -242,7 +245,9 @@ class Trainer:
     def _validate(self) -> dict:
         cfg = self.cfg
         with oom_guard(cfg, self.device, "validation", cfg.val_batch_size, "--val-batch-size"):
-            return validate(self.net, self.data.val, self.device, cfg.context, cfg.val_batch_size, cfg.val_tta)
+            return validate(
+                self.net, self.data.val, self.device, cfg.context, cfg.val_batch_size, cfg.val_tta, cfg.amp
+            )
 
     def _end_epoch(self, row: dict, last_epoch: int) -> None:
         """Rank 0: validate when due (always at ``last_epoch``), track the best model, write log and checkpoints."""
@@ -260,7 +265,8 @@ class Trainer:
         write_log(self.out_dir / "log.csv", self.history)
         last = save_checkpoint(self.out_dir / "last.pt", self.state_dict())
         if self.best["epoch"] == epoch:
-            shutil.copyfile(last, self.out_dir / "best.pt")
+            with atomic_path(self.out_dir / "best.pt") as tmp:
+                shutil.copyfile(last, tmp)
         message = f"epoch {epoch}/{cfg.epochs}: loss {row['train_loss']:.4f}, {row['slices_per_s']:.1f} slices/s"
         if metrics is not None:
             dice = ", ".join(f"{r} {metrics[r]['dice']:.3f}" for r in REGIONS)

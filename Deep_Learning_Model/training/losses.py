@@ -22,6 +22,8 @@ REGION_CLASSES: tuple[tuple[int, ...], ...] = tuple(
 )
 #: Tumour classes NCR/NET, ED, ET (each its own Dice target with ``dice_over="classes"``).
 TUMOUR_CLASSES: tuple[tuple[int, ...], ...] = tuple((index,) for index in range(1, len(LABELS)))
+#: The Dice targets of each ``dice_over`` setting.
+DICE_GROUPS: dict[str, tuple[tuple[int, ...], ...]] = {"regions": REGION_CLASSES, "classes": TUMOUR_CLASSES}
 
 
 class DiceCELoss(nn.Module):
@@ -31,11 +33,11 @@ class DiceCELoss(nn.Module):
         self, ce_weight: float = 1.0, dice_weight: float = 1.0, dice_over: str = "regions", smooth: float = 1e-5
     ) -> None:
         super().__init__()
-        if dice_over not in ("regions", "classes"):
-            raise ValueError(f"dice_over must be 'regions' or 'classes', got {dice_over!r}")
+        if dice_over not in DICE_GROUPS:
+            raise ValueError(f"dice_over must be one of {tuple(DICE_GROUPS)}, got {dice_over!r}")
         self.ce_weight = ce_weight
         self.dice_weight = dice_weight
-        self.groups = REGION_CLASSES if dice_over == "regions" else TUMOUR_CLASSES
+        self.groups = DICE_GROUPS[dice_over]
         self.smooth = smooth
 
     def soft_dice(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
