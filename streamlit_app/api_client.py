@@ -17,7 +17,7 @@ DEFAULT_API_URL = "http://127.0.0.1:8000"
 #: Environment variables: the default API URL and the read timeout (seconds) of the long calls.
 API_URL_ENV = "BRATS_API_URL"
 TIMEOUT_ENV = "BRATS_API_TIMEOUT"
-#: Largest download accepted (a BraTS segmentation is about 1 MB, the sample zip about 30 MB).
+#: Largest download accepted (a BraTS segmentation is about 1 MB, the bundled sample zip about 7 MB).
 MAX_DOWNLOAD_BYTES = 512 * 1024**2
 _CHUNK = 1024**2
 

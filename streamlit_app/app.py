@@ -69,9 +69,12 @@ def api_client() -> ApiClient:
     return ApiClient(url, key or None)
 
 
-@st.cache_data(show_spinner=False, max_entries=4, ttl=3600)
+@st.cache_resource(show_spinner=False, max_entries=4, ttl=3600)
 def fetch_sample(api_url: str, api_key: str) -> bytes:
-    """The sample zip of the API at ``api_url``, downloaded once per URL and key (failures are not cached)."""
+    """The sample zip of the API at ``api_url``, downloaded once per URL and key (failures are not cached).
+
+    A resource cache: the immutable bytes are shared as they are, not pickled and copied on every hit.
+    """
     return ApiClient(api_url, api_key or None).download_sample()
 
 

@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"demo: error: {exc}", file=sys.stderr)
         return 2
     checkpoint = settings.checkpoint(settings.model)
-    if not checkpoint.is_file():
+    if checkpoint is not None and not checkpoint.is_file():
         print(
             f"demo: error: the model checkpoint {checkpoint} is missing.\n"
             f"Train one with `.venv/bin/brats train {settings.model} --data DATA_DIR --export {checkpoint}`, "

@@ -18,8 +18,8 @@ import nibabel as nib
 import numpy as np
 
 from brats_core.cases import Case, CaseFiles, find_cases, load_case, safe_extract_zip, safe_name
-from brats_core.config import LABELS
 from brats_core.errors import BratsError
+from brats_core.evaluation import check_prediction
 
 #: One chosen file: (name as the user's browser gave it, content).
 NamedBytes = tuple[str, bytes]
@@ -38,8 +38,6 @@ def selection_digest(files: Sequence[NamedBytes]) -> str:
 class LocalSelection:
     """The files of one selection in a temporary folder (removed by :meth:`close` or garbage collection)."""
 
-    digest: str
-    names: list[str]
     cases: dict[str, CaseFiles]
     _folder: tempfile.TemporaryDirectory = field(repr=False)
 
@@ -77,12 +75,7 @@ class LocalSelection:
         except BaseException:
             folder.cleanup()
             raise
-        return cls(
-            digest=selection_digest(files),
-            names=[name for name, _ in files],
-            cases={case.case_id: case for case in found},
-            _folder=folder,
-        )
+        return cls(cases={case.case_id: case for case in found}, _folder=folder)
 
     def load(self, case_id: str) -> Case:
         """Load one case of the selection (validated geometry and labels)."""
@@ -105,7 +98,8 @@ def match_case(local_ids: Sequence[str], server_id: str) -> str | None:
 
 
 def read_segmentation(data: bytes, shape: tuple[int, int, int]) -> np.ndarray:
-    """Decode the API's ``.nii.gz`` label map into uint8 labels 0/1/2/4 of the case's ``shape``.
+    """Decode the API's ``.nii.gz`` label map, checked by :func:`brats_core.evaluation.check_prediction`
+    (uint8, the case's ``shape``, labels 0/1/2/4).
 
     Decompression is bounded by the size such a map can have, so a forged answer cannot exhaust memory.
     """
@@ -124,8 +118,4 @@ def read_segmentation(data: bytes, shape: tuple[int, int, int]) -> np.ndarray:
         raise
     except Exception as exc:  # zlib/nibabel raise many types for a bad file
         raise BratsError(f"{name}: not a readable NIfTI file ({type(exc).__name__}: {exc})") from exc
-    if labels.shape != tuple(shape):
-        raise BratsError(f"{name}: shape {labels.shape} differs from the case shape {tuple(shape)}")
-    if not np.isin(labels, LABELS).all():
-        raise BratsError(f"{name}: holds values other than the labels {LABELS}")
-    return labels.astype(np.uint8)
+    return check_prediction(labels, shape, name)

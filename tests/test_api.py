@@ -29,6 +29,7 @@ from Deep_Learning_Model.export import write_random_export
 from Deep_Learning_Model.model import ModelConfig
 from sspp_unet_api.app.config import Settings
 from sspp_unet_api.app.main import create_app
+from sspp_unet_api.app.storage import NotFoundError, Storage
 
 SPACING = (1.2, 1.0, 2.0)
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -267,6 +268,18 @@ def test_uploads_expire_and_the_sweeper_deletes_them(
         assert not (tmp_path / "data" / upload_id).exists()
         assert client.get(f"/uploads/{upload_id}").status_code == 404
         assert client.get(f"/predictions/{prediction_id}/segmentation").status_code == 404
+
+
+def test_a_prediction_never_recreates_a_deleted_upload(tmp_path: Path) -> None:
+    storage = Storage(tmp_path, ttl=60.0)
+    upload_id, _ = storage.create_upload()
+    storage.commit_upload(upload_id, [])
+    prediction_id, folder = storage.create_prediction(upload_id)
+    assert folder == tmp_path.resolve() / upload_id / "predictions" / prediction_id and folder.is_dir()
+    storage.delete_upload(upload_id)
+    with pytest.raises(NotFoundError, match=upload_id):
+        storage.create_prediction(upload_id)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_full_storage_refuses_uploads_with_503(

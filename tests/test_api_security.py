@@ -162,6 +162,11 @@ def test_declared_body_over_the_limit_is_refused_before_reading(tmp_path: Path, 
         assert client.get("/").status_code == 200
 
 
+def test_json_predict_body_has_its_own_small_limit(client: TestClient) -> None:
+    """``max_request_bytes`` is sized for uploads; a JSON request is three short strings."""
+    assert_rejected(client.post("/predict", json={"upload_id": "x" * 100_000}), 413, "JSON body", "limit")
+
+
 def test_streamed_body_over_the_limit_is_cut_off(tmp_path: Path) -> None:
     def chunks():
         for _ in range(8):
@@ -235,6 +240,7 @@ def _bad_uploads(case: CaseFiles, tmp: Path) -> dict[str, tuple[list, str]]:
     return {
         "non-NIfTI zip member": ([("files", ("c.zip", zip_bytes([(f"{cid}/{cid}_{m}.nii.gz", d) for m, d in files.items()]
                                                                  + [(f"{cid}/notes.txt", b"hello")])))], "not a NIfTI"),
+        "empty zip": ([("files", ("c.zip", zip_bytes([])))], "the upload: no NIfTI files"),
         "nested zip": ([("files", ("c.zip", zip_bytes([("inner.zip", valid_zip)])))], "not a NIfTI"),
         "corrupt zip": ([("files", ("c.zip", b"PK\x03\x04" + b"garbage" * 100))], "not a valid zip"),
         "truncated zip": ([("files", ("c.zip", valid_zip[: len(valid_zip) // 2]))], "zip"),

@@ -23,6 +23,7 @@ from brats_core.cases import CaseFiles, load_case
 from brats_core.config import REGIONS
 from brats_core.errors import ArtifactError, BratsError
 from brats_core.evaluation import Segmenter, check_prediction, save_labels
+from brats_core.labels import labels_to_regions
 from brats_core.metrics import region_metrics
 from sspp_unet_api.app.config import Settings
 
@@ -141,7 +142,11 @@ class InferenceService:
 
 
 def predict_case(segmenter: Segmenter, files: CaseFiles, out_path: Path) -> dict:
-    """Segment one case, save the label map (case geometry) to ``out_path``; volumes (mL), metrics, timings."""
+    """Segment one case, save the label map (case geometry) to ``out_path``; volumes (mL), metrics, timings.
+
+    The case is loaded here, inside the inference slot, so that requests waiting for a slot hold no volumes in
+    memory (a one-shot request therefore reads its files twice: validation at upload, then here).
+    """
     start = time.perf_counter()
     case = load_case(files)
     model_start = time.perf_counter()
@@ -149,7 +154,8 @@ def predict_case(segmenter: Segmenter, files: CaseFiles, out_path: Path) -> dict
     runtime = time.perf_counter() - model_start
     save_labels(labels, case.affine, out_path)
     voxel_ml = float(np.prod(case.spacing)) / 1000.0
-    volumes = {region: int(np.isin(labels, values).sum()) * voxel_ml for region, values in REGIONS.items()}
+    counts = np.count_nonzero(labels_to_regions(labels), axis=(1, 2, 3))
+    volumes = {region: int(count) * voxel_ml for region, count in zip(REGIONS, counts, strict=True)}
     metrics = None
     if case.seg is not None:
         metrics = {

@@ -27,7 +27,6 @@ from sspp_unet_api.app.inference import InferenceService, ServiceBusy
 from sspp_unet_api.app.middleware import BodySizeLimit, StartupErrorMessage
 from sspp_unet_api.app.routes import FILE_WORK_LIMIT, public, router
 from sspp_unet_api.app.storage import NotFoundError, Storage
-from sspp_unet_api.app.uploads import PayloadTooLarge
 
 #: A child of uvicorn's logger, so that its messages appear with uvicorn's, at its level.
 logger = logging.getLogger("uvicorn.error.brats_api")
@@ -55,7 +54,7 @@ async def _sweep_forever(storage: Storage, interval: float) -> None:
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(BratsError)
     async def bad_input(request: Request, exc: BratsError) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=413 if isinstance(exc, PayloadTooLarge) else 422)
+        return JSONResponse({"detail": str(exc)}, status_code=422)
 
     @app.exception_handler(NotFoundError)
     async def not_found(request: Request, exc: NotFoundError) -> JSONResponse:

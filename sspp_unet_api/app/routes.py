@@ -1,4 +1,9 @@
-"""The endpoints. Every one except ``GET /`` requires ``X-API-Key`` when ``BRATS_API_KEY`` is set."""
+"""The endpoints. Every one except ``GET /`` requires ``X-API-Key`` when ``BRATS_API_KEY`` is set.
+
+Handlers that only look up, send or delete stored files are plain ``def`` (FastAPI runs them in its
+threadpool: finding a prediction scans the uploads); upload validation, overlays and predictions run in
+worker threads. On the event loop the disk sees only the small JSON records and the removal of rejected work.
+"""
 
 from __future__ import annotations
 
@@ -36,6 +41,8 @@ from sspp_unet_api.app.uploads import case_files, ingest
 
 #: Concurrent upload validations (each loads its cases fully) and overlay renderings, in worker threads.
 FILE_WORK_LIMIT = 4
+#: Largest JSON body of ``POST /predict`` (three short strings); ``max_request_bytes`` is sized for uploads.
+MAX_JSON_BYTES = 64 * 1024
 _api_key_header = APIKeyHeader(
     name="X-API-Key", auto_error=False, description="required when the server sets BRATS_API_KEY"
 )
@@ -124,14 +131,14 @@ async def upload(
 
 @router.get("/uploads/{upload_id}", response_model=UploadResponse, summary="The cases of an upload",
             responses={404: _error("unknown or expired upload")})
-async def get_upload(request: Request, upload_id: str) -> UploadResponse:
+def get_upload(request: Request, upload_id: str) -> UploadResponse:
     return _upload_response(_storage(request).upload(upload_id))
 
 
 @router.delete("/uploads/{upload_id}", status_code=204, summary="Delete an upload and its predictions",
                responses={404: _error("unknown or expired upload")})
-async def delete_upload(request: Request, upload_id: str) -> Response:
-    await anyio.to_thread.run_sync(_storage(request).delete_upload, upload_id)
+def delete_upload(request: Request, upload_id: str) -> Response:
+    _storage(request).delete_upload(upload_id)
     return Response(status_code=204)
 
 
@@ -157,13 +164,23 @@ _PREDICT_BODY = {
 }
 
 
+async def _json_body(request: Request) -> bytes:
+    """The request body, refused with 413 beyond :data:`MAX_JSON_BYTES` (read no further)."""
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_JSON_BYTES:
+            raise HTTPException(413, f"JSON body exceeds the limit of {MAX_JSON_BYTES} bytes")
+    return bytes(body)
+
+
 async def _predict_request(request: Request) -> tuple[PredictRequest, bool]:
     """The request as a :class:`PredictRequest`, and whether it is a one-shot multipart request, whose files
     are stored as a new upload first."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type == "application/json":
         try:
-            return PredictRequest.model_validate_json(await request.body()), False
+            return PredictRequest.model_validate_json(await _json_body(request)), False
         except ValidationError as exc:
             raise RequestValidationError(exc.errors(include_url=False, include_context=False)) from None
     if content_type == "multipart/form-data":
@@ -219,8 +236,7 @@ async def predict(request: Request) -> PredictionResponse:
 async def _predict(request: Request, body: PredictRequest) -> PredictionResponse:
     settings, storage, service = _settings(request), _storage(request), _service(request)
     model = body.model or settings.model
-    if model not in settings.allowed_models:
-        raise BratsError(f"model {model!r} is not served here; choose one of {', '.join(settings.allowed_models)}")
+    segmenter = service.model(model)
     record = storage.touch(body.upload_id)
     cases = {c["case_id"]: c for c in record["cases"]}
     if body.case_id is None and len(cases) > 1:
@@ -232,11 +248,8 @@ async def _predict(request: Request, body: PredictRequest) -> PredictionResponse
     files = case_files(cases[case_id], folder)
     prediction_id, out_dir = storage.create_prediction(body.upload_id)
 
-    def work() -> dict:
-        return predict_case(service.model(model), files, out_dir / SEGMENTATION)
-
     try:
-        result = await service.run(work)
+        result = await service.run(predict_case, segmenter, files, out_dir / SEGMENTATION)
     except BaseException:
         shutil.rmtree(out_dir, ignore_errors=True)
         if not folder.exists():
@@ -251,7 +264,7 @@ async def _predict(request: Request, body: PredictRequest) -> PredictionResponse
 
 @router.get("/predictions/{prediction_id}", response_model=PredictionResponse, summary="A prediction's results",
             responses={404: _error("unknown or expired prediction")})
-async def get_prediction(request: Request, prediction_id: str) -> PredictionResponse:
+def get_prediction(request: Request, prediction_id: str) -> PredictionResponse:
     storage = _storage(request)
     record, _ = storage.prediction(prediction_id)
     return _prediction_response(request, record, storage.upload(record["upload_id"])["expires_at"])
@@ -262,7 +275,7 @@ async def get_prediction(request: Request, prediction_id: str) -> PredictionResp
     summary="The label map (.nii.gz, labels 0/1/2/4) in the input's geometry",
     responses={200: {"content": {"application/gzip": {}}}, 404: _error("unknown or expired prediction")},
 )
-async def segmentation(request: Request, prediction_id: str) -> FileResponse:
+def segmentation(request: Request, prediction_id: str) -> FileResponse:
     record, folder = _storage(request).prediction(prediction_id)
     return FileResponse(folder / SEGMENTATION, media_type="application/gzip",
                         filename=f"{record['case_id']}_{record['model']}_seg.nii.gz")
@@ -281,10 +294,13 @@ async def overlay(
     index: int | None = Query(default=None, ge=0, description="slice index; default: the most tumour"),
 ) -> Response:
     storage = _storage(request)
-    record, folder = storage.prediction(prediction_id)
-    image = storage.upload_dir(record["upload_id"]) / record["image"]
-    png = await anyio.to_thread.run_sync(render_overlay, image, folder / SEGMENTATION, axis, index,
-                                         limiter=_limiter(request))
+
+    def render() -> bytes:
+        record, folder = storage.prediction(prediction_id)
+        image = storage.upload_dir(record["upload_id"]) / record["image"]
+        return render_overlay(image, folder / SEGMENTATION, axis, index)
+
+    png = await anyio.to_thread.run_sync(render, limiter=_limiter(request))
     return Response(png, media_type="image/png")
 
 

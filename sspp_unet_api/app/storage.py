@@ -112,12 +112,18 @@ class Storage:
 
     # --------------------------------------------------------------------------------------- predictions
     def create_prediction(self, upload_id: str) -> tuple[str, Path]:
-        """A new prediction id and its folder inside the (live) upload's folder."""
-        self.upload(upload_id)
+        """A new prediction id and its folder inside the folder of an upload just found live by :meth:`touch`.
+
+        The upload's folder is never recreated: if it was deleted meanwhile, :class:`NotFoundError`.
+        """
+        predictions = self._folder(upload_id) / "predictions"
         prediction_id = new_id()
-        folder = self._folder(upload_id) / "predictions" / prediction_id
-        folder.mkdir(parents=True)
-        return prediction_id, folder
+        try:
+            predictions.mkdir(exist_ok=True)
+            (predictions / prediction_id).mkdir()
+        except FileNotFoundError:
+            raise NotFoundError(f"upload {upload_id} not found (unknown, deleted or expired)") from None
+        return prediction_id, predictions / prediction_id
 
     def commit_prediction(self, folder: Path, record: dict) -> None:
         _write_json(folder / PREDICTION_RECORD, record)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 from pathlib import Path
 from typing import BinaryIO
 
@@ -31,10 +32,6 @@ from sspp_unet_api.app.config import Settings
 CHUNK = 1 << 20
 
 
-class PayloadTooLarge(BratsError):
-    """The uploaded bytes exceed ``max_request_bytes`` (HTTP 413)."""
-
-
 def _case_folder_name(names: list[str], fallback: str) -> str:
     """The prefix the files of one case share once ``_t1``, ``-t2f``... are removed, e.g. ``BraTS20_001``."""
     stems = [parsed[0] if (parsed := parse_name(n)) else nifti_stem(n) or n for n in names]
@@ -42,21 +39,10 @@ def _case_folder_name(names: list[str], fallback: str) -> str:
     return prefix or fallback
 
 
-class _Budget:
-    """Counts the bytes written for one request against ``max_request_bytes``."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit, self.used = limit, 0
-
-    def copy(self, source: BinaryIO, target: Path, label: str) -> None:
-        with open(target, "xb") as out:
-            while chunk := source.read(CHUNK):
-                self.used += len(chunk)
-                if self.used > self.limit:
-                    raise PayloadTooLarge(
-                        f"upload exceeds the limit of {self.limit} bytes (while writing '{label}')"
-                    )
-                out.write(chunk)
+def _save(source: BinaryIO, target: Path) -> None:
+    """Copy an uploaded stream to a new file (its size is already bounded by the request-size middleware)."""
+    with open(target, "xb") as out:
+        shutil.copyfileobj(source, out, CHUNK)
 
 
 def zip_limits(settings: Settings) -> ZipLimits:
@@ -74,14 +60,15 @@ def ingest(sources: list[tuple[str | None, BinaryIO]], folder: Path, settings: S
 
     Accepts one ``.zip`` (one or more cases) or the four or five NIfTI files of one case. Returns one record
     per case: id, image and seg paths relative to ``folder``, shape and spacing. Raises :class:`BratsError`
-    (messages name the client's files, never server paths) or :class:`PayloadTooLarge`.
+    (messages name the client's files, never server paths).
     """
     try:
         return _ingest(sources, folder, settings)
     except BratsError as exc:
         message = str(exc)
-        for prefix in (folder / "files", folder / "incoming", folder):
+        for prefix in (folder / "files", folder / "incoming"):
             message = message.replace(f"{prefix}{os.sep}", "")
+        message = message.replace(str(folder / "files"), "the upload").replace(f"{folder}{os.sep}", "")
         raise type(exc)(message) from None
 
 
@@ -103,12 +90,11 @@ def _ingest(sources: list[tuple[str | None, BinaryIO]], folder: Path, settings: 
     if len(set(map(str.lower, names))) != len(names):
         raise BratsError(f"two uploaded files have the same name: {', '.join(sorted(names))}")
     files_dir = folder / "files"
-    budget = _Budget(settings.max_request_bytes)
     if zips:
         incoming = folder / "incoming"
         incoming.mkdir()
         archive = incoming / names[0]
-        budget.copy(sources[0][1], archive, names[0])
+        _save(sources[0][1], archive)
         extract_root = files_dir / "extracted"
         extracted = safe_extract_zip(archive, extract_root, zip_limits(settings))
         archive.unlink()
@@ -124,7 +110,7 @@ def _ingest(sources: list[tuple[str | None, BinaryIO]], folder: Path, settings: 
         case_root = files_dir / _case_folder_name(names, "case")
         case_root.mkdir()
         for name, (_, stream) in zip(names, sources, strict=True):
-            budget.copy(stream, case_root / name, name)
+            _save(stream, case_root / name)
         all_files = {(case_root / n).resolve() for n in names}
     cases = find_cases(files_dir)
     used = {Path(p).resolve() for case in cases for p in (*case.images.values(), case.seg) if p is not None}
