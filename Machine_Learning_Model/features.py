@@ -19,7 +19,8 @@ import numpy as np
 from scipy import ndimage
 
 from brats_core.config import MODALITIES, REGIONS
-from brats_core.preprocessing import Geometry, Preprocessed
+from brats_core.preprocessing import Geometry, Preprocessed, bounding_box
+from Naive_Model.naive_mean_model import LEVELS
 
 #: Bump when a feature's computation changes without its name changing; artifacts of another version are refused.
 FEATURES_VERSION = 1
@@ -58,6 +59,11 @@ def volume_to_grid(volume: np.ndarray, geometry: Geometry) -> np.ndarray:
     return geometry.to_grid(volume).transpose(1, 0, 2, 3)
 
 
+def atlas_prior(levels: np.ndarray, geometry: Geometry) -> np.ndarray:
+    """The prior of a case: uint8 atlas ``levels`` (3, X, Y, Z) as fractions of training cases, on its grid."""
+    return volume_to_grid(np.asarray(levels, dtype=np.float32) / LEVELS, geometry)
+
+
 def _local_stats(volume: np.ndarray, sigma: float) -> tuple[np.ndarray, np.ndarray]:
     mean = ndimage.gaussian_filter(volume, sigma, mode="constant")
     square_mean = ndimage.gaussian_filter(volume * volume, sigma, mode="constant")
@@ -66,13 +72,9 @@ def _local_stats(volume: np.ndarray, sigma: float) -> tuple[np.ndarray, np.ndarr
 
 def _positions(brain: np.ndarray, index: np.ndarray) -> list[np.ndarray]:
     """Coordinates of the flat ``index`` voxels, scaled to [0, 1] inside the brain's bounding box."""
+    box = bounding_box(brain) or tuple(v for size in brain.shape for v in (0, size))
     coords = np.unravel_index(index, brain.shape)
-    out = []
-    for axis, coord in enumerate(coords):
-        present = np.flatnonzero(brain.any(axis=tuple(a for a in range(3) if a != axis)))
-        low, high = (int(present[0]), int(present[-1])) if present.size else (0, brain.shape[axis] - 1)
-        out.append((coord - low) / max(high - low, 1))
-    return out
+    return [(coord - box[2 * a]) / max(box[2 * a + 1] - 1 - box[2 * a], 1) for a, coord in enumerate(coords)]
 
 
 def image_features(pre: Preprocessed, index: np.ndarray, config: FeatureConfig) -> np.ndarray:

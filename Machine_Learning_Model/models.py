@@ -37,8 +37,9 @@ from sklearn.tree import DecisionTreeClassifier
 from brats_core.cases import Case
 from brats_core.config import LABELS, PreprocessConfig
 from brats_core.errors import ArtifactError, BratsError
-from brats_core.preprocessing import Preprocessed, brain_mask, preprocess
-from Machine_Learning_Model.features import FEATURES_VERSION, FeatureConfig, volume_to_grid, voxel_features
+from brats_core.preprocessing import Geometry, Preprocessed, brain_mask, preprocess
+from Machine_Learning_Model.features import FEATURES_VERSION, FeatureConfig, atlas_prior, voxel_features
+from Naive_Model.naive_mean_model import check_template_shape
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 ARTIFACT_DIR = PACKAGE_DIR / "artifacts"
@@ -160,16 +161,10 @@ class VoxelSegmenter:
 
     def prepare(self, case: Case) -> tuple[Preprocessed, np.ndarray, np.ndarray]:
         """Preprocess ``case``; return it with the flat grid index of its brain voxels and their features."""
-        if tuple(case.shape) != tuple(self.atlas_levels.shape[1:]):
-            raise BratsError(
-                f"case {case.case_id} ({case.files.images.get('t1', 'in memory')}): shape {tuple(case.shape)} "
-                f"differs from the atlas shape {tuple(self.atlas_levels.shape[1:])} of model {self.name!r}; the "
-                f"atlas prior needs cases registered to the same template (BraTS: 240x240x155)"
-            )
+        check_template_shape(case, self.atlas_levels.shape[1:], "atlas")
         pre = preprocess(case, self.preprocess_config)
-        prior = volume_to_grid(self.atlas_levels.astype(np.float32) / 255.0, pre.geometry)
         index = np.flatnonzero(pre.brain)
-        return pre, index, voxel_features(pre, prior, index, self.feature_config)
+        return pre, index, voxel_features(pre, atlas_prior(self.atlas_levels, pre.geometry), index, self.feature_config)
 
     def member_scores(self, features: np.ndarray) -> dict[str, np.ndarray]:
         """(n, 4) class scores of each estimator, computed in chunks of :data:`CHUNK` voxels."""
@@ -186,18 +181,20 @@ class VoxelSegmenter:
         return votes[self.name] if self.name != "ensemble" else majority_vote(votes, self.lead)
 
     @staticmethod
-    def restore(case: Case, pre: Preprocessed, index: np.ndarray, voxel_labels: np.ndarray) -> np.ndarray:
-        """Labels of the grid's brain voxels ``index`` -> uint8 labels of ``case.shape``, zero outside its brain."""
-        grid = np.zeros(pre.brain.size, dtype=np.uint8)
-        grid[index] = voxel_labels
-        labels = pre.geometry.restore_labels(grid.reshape(pre.brain.shape))
-        labels[~brain_mask(case.images)] = 0  # the grid's resize blurs the brain's edge
+    def restore(geometry: Geometry, index: np.ndarray, voxel_labels: np.ndarray, brain: np.ndarray) -> np.ndarray:
+        """Labels of the grid's brain voxels ``index`` -> uint8 labels in the case's original grid, zero outside
+        ``brain`` (its brain mask in that grid: the grid's resize blurs the brain's edge)."""
+        grid = np.zeros((geometry.crop_shape[2], geometry.size, geometry.size), dtype=np.uint8)
+        grid.reshape(-1)[index] = voxel_labels
+        labels = geometry.restore_labels(grid)
+        labels[~brain] = 0
         return labels
 
     def predict(self, case: Case) -> np.ndarray:
         """Labels 0/1/2/4 (uint8) in ``case.shape``; voxels outside the brain mask are background."""
         pre, index, features = self.prepare(case)
-        labels = self.restore(case, pre, index, self.grid_labels(self.member_scores(features)))
+        voxel_labels = self.grid_labels(self.member_scores(features))
+        labels = self.restore(pre.geometry, index, voxel_labels, brain_mask(case.images))
         return drop_small_components(labels, self.min_component_fraction)
 
     def to_dict(self) -> dict:

@@ -4,6 +4,7 @@ the artifacts and score them on its test cases with the shared harness.
 1. Atlas: the naive model's region counts over the training cases (``Naive_Model.naive_mean_model``).
 2. Samples: ``--samples-per-case`` brain voxels per training case, balanced over the labels 0/1/2/4; their
    atlas prior is leave-one-out (the atlas without the voxel's own case), as a test case never is in the atlas.
+   Steps 1 and 2 share one pass over the training cases: each is loaded and preprocessed once.
 3. Fit ridge, tree and KNN (KNN on at most ``--knn-max-samples`` of the samples, stratified).
 4. Validation cases: per classifier the tumour threshold with the best mean Dice (WT, TC, ET; on the
    preprocessed grid), then per model the smallest tumour component kept, as a fraction of the largest (0 = no
@@ -30,8 +31,9 @@ from brats_core.config import DEFAULT_SPLIT, LABELS, REGIONS, RESULTS_DIR, SHARE
 from brats_core.errors import BratsError
 from brats_core.labels import labels_to_regions
 from brats_core.metrics import dice
-from brats_core.preprocessing import preprocess
-from Machine_Learning_Model.features import FeatureConfig, image_features, prior_features, volume_to_grid
+from brats_core.preprocessing import bounding_box, brain_mask, preprocess
+from brats_core.split import split_case_files
+from Machine_Learning_Model.features import FeatureConfig, atlas_prior, image_features, prior_features
 from Machine_Learning_Model.models import (
     ARTIFACT_DIR,
     MEMBERS,
@@ -40,7 +42,7 @@ from Machine_Learning_Model.models import (
     build_estimator,
     drop_small_components,
 )
-from Naive_Model.naive_mean_model import AtlasCounts, split_cases
+from Naive_Model.naive_mean_model import AtlasCounts
 
 #: Post-processing candidates: drop tumour components smaller than this fraction of the largest one
 #: (0 keeps everything, 1 keeps the largest only).
@@ -61,21 +63,36 @@ def sample_index(labels: np.ndarray, brain: np.ndarray, per_case: int, rng: np.r
     return np.sort(np.concatenate(picks))
 
 
-def training_samples(files: list[CaseFiles], atlas: AtlasCounts, preprocess_config: PreprocessConfig,
-                     feature_config: FeatureConfig, per_case: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Features and labels of the sampled voxels of every training case (leave-one-out atlas prior)."""
+def training_samples(files: list[CaseFiles], preprocess_config: PreprocessConfig, feature_config: FeatureConfig,
+                     per_case: int, seed: int) -> tuple[AtlasCounts, np.ndarray, np.ndarray]:
+    """The atlas of the training cases and the features and labels of their sampled voxels.
+
+    Each case is loaded once: its regions are counted into the atlas and its samples' image features computed;
+    the samples' atlas prior, leave-one-out (the atlas without their own case), is added once every case is
+    counted, from the case's seg kept cropped to its tumour.
+    """
     rng = np.random.default_rng(seed)
-    features, targets = [], []
+    atlas, sampled = AtlasCounts(), []
     for case_files in files:
         case = load_case(case_files)
+        atlas.add(case)
         pre = preprocess(case, preprocess_config)
         index = sample_index(pre.labels, pre.brain, per_case, rng)
-        loo = atlas.leave_one_out_levels(labels_to_regions(case.seg)).astype(np.float32) / 255.0
-        prior = volume_to_grid(loo, pre.geometry)
-        features.append(np.concatenate(
-            [image_features(pre, index, feature_config), prior_features(prior, index)], axis=1))
-        targets.append(pre.labels.reshape(-1)[index])
-    return np.concatenate(features), np.concatenate(targets)
+        bounds = bounding_box(case.seg) or (0, 0, 0, 0, 0, 0)
+        box = tuple(slice(start, stop) for start, stop in zip(bounds[::2], bounds[1::2], strict=True))
+        sampled.append((image_features(pre, index, feature_config), pre.labels.reshape(-1)[index], index,
+                        pre.geometry, box, case.seg[box].copy()))
+    if atlas.n_cases < 2:
+        raise BratsError(f"the ML models need at least two training cases, got {atlas.n_cases}")
+    features, targets = [], []
+    seg = np.zeros(atlas.counts.shape[1:], dtype=np.uint8)
+    for image, target, index, geometry, box, tumour in sampled:
+        seg[...] = 0
+        seg[box] = tumour
+        prior = atlas_prior(atlas.leave_one_out_levels(labels_to_regions(seg)), geometry)
+        features.append(np.concatenate([image, prior_features(prior, index)], axis=1))
+        targets.append(target)
+    return atlas, np.concatenate(features), np.concatenate(targets)
 
 
 def stratified_subset(targets: np.ndarray, limit: int, seed: int) -> np.ndarray:
@@ -120,28 +137,31 @@ def tune_threshold(validation: list[dict], member: str) -> tuple[float, float]:
 
 
 def _validation_case(case_files: CaseFiles, probe: VoxelSegmenter) -> dict:
+    """What tuning needs of one validation case: the members' scores of its brain voxels and its reference, on
+    the grid and in the original grid (not the case itself: its images are 16 bytes a voxel)."""
     case = load_case(case_files)
     if case.seg is None:
         raise BratsError(f"validation case '{case.case_id}' has no segmentation")
     pre, index, features = probe.prepare(case)
     ref_grid = pre.labels.reshape(-1)
     return {
-        "case": case, "pre": pre, "index": index, "scores": probe.member_scores(features), "ref": ref_grid[index],
+        "geometry": pre.geometry, "index": index, "scores": probe.member_scores(features), "ref": ref_grid[index],
         "ref_sizes": np.array([np.isin(ref_grid, values).sum() for values in REGIONS.values()]),
+        "brain": brain_mask(case.images), "ref_regions": labels_to_regions(case.seg),
     }
 
 
-def _mean_region_dice(labels: np.ndarray, seg: np.ndarray) -> float:
-    return float(np.mean([dice(p, r) for p, r in zip(labels_to_regions(labels), labels_to_regions(seg), strict=True)]))
+def _mean_region_dice(labels: np.ndarray, ref_regions: np.ndarray) -> float:
+    return float(np.mean([dice(p, r) for p, r in zip(labels_to_regions(labels), ref_regions, strict=True)]))
 
 
 def tune_postprocessing(segmenter: VoxelSegmenter, validation: list[dict]) -> dict[float, float]:
     """Mean validation Dice (original grid) of ``segmenter`` for each minimum component fraction."""
     results = {fraction: [] for fraction in MIN_COMPONENT_FRACTIONS}
     for v in validation:
-        labels = segmenter.restore(v["case"], v["pre"], v["index"], segmenter.grid_labels(v["scores"]))
+        labels = segmenter.restore(v["geometry"], v["index"], segmenter.grid_labels(v["scores"]), v["brain"])
         for fraction in MIN_COMPONENT_FRACTIONS:
-            results[fraction].append(_mean_region_dice(drop_small_components(labels, fraction), v["case"].seg))
+            results[fraction].append(_mean_region_dice(drop_small_components(labels, fraction), v["ref_regions"]))
     return {fraction: float(np.mean(values)) for fraction, values in results.items()}
 
 
@@ -153,12 +173,8 @@ def train(models: list[str], train_files: list[CaseFiles], val_files: list[CaseF
     if not val_files:
         raise BratsError("the split has no validation cases; the ML models tune their thresholds on them")
     start = time.perf_counter()
-    atlas = AtlasCounts()
-    for case_files in train_files:
-        atlas.add(load_case(case_files))
-    if atlas.n_cases < 2:
-        raise BratsError(f"the ML models need at least two training cases, got {atlas.n_cases}")
-    features, targets = training_samples(train_files, atlas, preprocess_config, feature_config, samples_per_case, seed)
+    atlas, features, targets = training_samples(train_files, preprocess_config, feature_config, samples_per_case, seed)
+    levels = atlas.levels()
     features_s = time.perf_counter() - start
     log(f"features: {features.shape[0]} samples x {features.shape[1]} from {atlas.n_cases} cases in {features_s:.1f} s")
 
@@ -173,7 +189,7 @@ def train(models: list[str], train_files: list[CaseFiles], val_files: list[CaseF
 
     start = time.perf_counter()
     # Only prepare() and member_scores() of this probe are used: they serve every fitted member at once.
-    probe = VoxelSegmenter(models[0], estimators, dict.fromkeys(members, 0.0), atlas.levels(), preprocess_config,
+    probe = VoxelSegmenter(models[0], estimators, dict.fromkeys(members, 0.0), levels, preprocess_config,
                            feature_config)
     probe.set_n_jobs(-1)
     validation = [_validation_case(case_files, probe) for case_files in val_files]
@@ -189,7 +205,7 @@ def train(models: list[str], train_files: list[CaseFiles], val_files: list[CaseF
         start = time.perf_counter()
         own = MEMBERS if name == "ensemble" else (name,)
         segmenter = VoxelSegmenter(name, {m: estimators[m] for m in own}, {m: thresholds[m] for m in own},
-                                   atlas.levels(), preprocess_config, feature_config,
+                                   levels, preprocess_config, feature_config,
                                    lead=lead if name == "ensemble" else None)
         post = tune_postprocessing(segmenter, validation)
         best = max(post.values())
@@ -230,13 +246,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
 
     models = list(MODEL_NAMES) if args.model == "all" else [args.model]
-    train_files = split_cases(args.data, args.split, ["train"])
-    val_files = split_cases(args.data, args.split, ["val"])
+    subsets = split_case_files(args.data, args.split)
     start = time.perf_counter()
-    segmenters = train(models, train_files, val_files, PreprocessConfig(size=args.size), FeatureConfig(),
+    segmenters = train(models, subsets["train"], subsets["val"], PreprocessConfig(size=args.size), FeatureConfig(),
                        args.samples_per_case, args.knn_max_samples, args.seed)
     print(f"trained {', '.join(models)} in {time.perf_counter() - start:.1f} s")
-    test_files = [] if args.no_eval else split_cases(args.data, args.split, ["test"])
+    test_files = [] if args.no_eval else subsets["test"]
     for name, segmenter in segmenters.items():
         path = segmenter.save(args.artifacts / f"{name}.joblib")
         print(f"saved {path} ({path.stat().st_size / 1e6:.2f} MB)")

@@ -24,12 +24,13 @@ from pathlib import Path
 
 import numpy as np
 
-from brats_core.cases import Case, find_cases, load_case
+from brats_core.cases import Case, load_case
 from brats_core.config import DEFAULT_SPLIT, REGIONS, RESULTS_DIR, SHARED_DATA_DIR
 from brats_core.errors import ArtifactError, BratsError
+from brats_core.figures import save_png
 from brats_core.labels import labels_to_regions, regions_to_labels
 from brats_core.preprocessing import brain_mask
-from brats_core.split import load_split
+from brats_core.split import split_case_files
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 DEFAULT_ARTIFACT = PACKAGE_DIR / "artifacts" / "naive.npz"
@@ -65,7 +66,7 @@ class AtlasCounts:
             raise BratsError(f"case {case.case_id}: training needs a segmentation (seg file), none found")
         if self.counts is None:
             self.counts = np.zeros((len(REGION_NAMES), *case.shape), dtype=np.uint16)
-        _check_shape(case, self.counts.shape[1:], "first training case's")
+        check_template_shape(case, self.counts.shape[1:], "first training case's")
         regions = labels_to_regions(case.seg)
         self.counts += regions
         self.case_ids.append(case.case_id)
@@ -82,11 +83,12 @@ class AtlasCounts:
         return quantise((self.counts - regions) / (self.n_cases - 1))
 
 
-def _check_shape(case: Case, shape: Sequence[int], what: str) -> None:
+def check_template_shape(case: Case, shape: Sequence[int], what: str) -> None:
+    """Raise :class:`BratsError` unless ``case`` has the ``shape`` of the atlas (``what`` names that shape)."""
     if tuple(case.shape) != tuple(shape):
         raise BratsError(
             f"case {case.case_id} ({case.files.images.get('t1', 'in memory')}): shape {tuple(case.shape)} differs "
-            f"from the {what} shape {tuple(shape)}; the naive model needs cases registered to one template "
+            f"from the {what} shape {tuple(shape)}; an atlas needs cases registered to one template "
             f"(BraTS: {BRATS_SHAPE})"
         )
 
@@ -163,7 +165,7 @@ class NaiveMeanSegmenter:
 
     def predict(self, case: Case) -> np.ndarray:
         """Labels 0/1/2/4 (uint8, ``case.shape``): atlas above each region's threshold, inside the brain."""
-        _check_shape(case, self.shape, "atlas")
+        check_template_shape(case, self.shape, "atlas")
         brain = brain_mask(case.images)
         regions = (self.levels >= self.thresholds[:, None, None, None]) & brain
         return regions_to_labels(regions)
@@ -221,16 +223,14 @@ def load_segmenter(name: str = "naive", artifact: Path | None = None, device: st
 
 def save_mean_maps_png(segmenter: NaiveMeanSegmenter, path: Path | str) -> Path:
     """Axial, coronal and sagittal cuts of the three mean maps through the atlas's WT peak, thresholds outlined."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     means = segmenter.levels.astype(np.float32) / LEVELS
     peak = np.unravel_index(int(np.argmax(means[0])), segmenter.shape)
     cuts = {"axial": lambda v: v[:, :, peak[2]].T, "coronal": lambda v: v[:, peak[1], :].T,
             "sagittal": lambda v: v[peak[0], :, :].T}
-    fig, axes = plt.subplots(len(REGION_NAMES), len(cuts), figsize=(11, 8), squeeze=False, layout="constrained")
+    fig = Figure(figsize=(11, 8), dpi=90, layout="constrained")
+    axes = fig.subplots(len(REGION_NAMES), len(cuts), squeeze=False)
     for r, region in enumerate(REGION_NAMES):
         threshold = segmenter.thresholds[r] / LEVELS
         for c, (view, cut) in enumerate(cuts.items()):
@@ -241,18 +241,7 @@ def save_mean_maps_png(segmenter: NaiveMeanSegmenter, path: Path | str) -> Path:
             ax.axis("off")
     fig.colorbar(image, ax=axes, shrink=0.6, label="fraction of training cases")
     fig.suptitle(f"Naive mean model: region atlases of {len(segmenter.case_ids)} training cases")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
-
-
-def split_cases(data: Path, split_path: Path, subsets: Sequence[str]) -> list:
-    """The :class:`~brats_core.cases.CaseFiles` of ``data`` listed in ``subsets`` of the split, in split order."""
-    files = {case.case_id: case for case in find_cases(data)}
-    split = load_split(split_path, available_case_ids=list(files))
-    return [files[case_id] for subset in subsets for case_id in split[subset]]
+    return save_png(fig, path)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -267,7 +256,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-eval", action="store_true", help="skip the evaluation on the test cases")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
 
-    train_files = split_cases(args.data, args.split, ["train"])
+    subsets = split_case_files(args.data, args.split)
+    train_files = subsets["train"]
     segmenter = NaiveMeanSegmenter.fit(load_case(files) for files in train_files)
     segmenter.save(args.artifact)
     save_mean_maps_png(segmenter, args.png)
@@ -276,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
           f"thresholds {thresholds}")
     print(f"saved {args.artifact} ({args.artifact.stat().st_size / 1e6:.2f} MB) and {args.png}")
     if not args.no_eval:
-        test_files = split_cases(args.data, args.split, ["test"])
+        test_files = subsets["test"]
         record = {"model": segmenter.name, "fit_seconds": segmenter.fit_seconds,
                   "train_case_ids": segmenter.case_ids, "artifact": args.artifact.name,
                   "artifact_bytes": args.artifact.stat().st_size}

@@ -37,15 +37,18 @@ def main(argv: list[str] | None = None) -> int:
     from brats_core.cases import load_case
     from brats_core.config import DEFAULT_SPLIT, SHARED_DATA_DIR
     from brats_core.segmenters import load_segmenter
+    from brats_core.split import split_case_files
     from brats_core.synth import make_synthetic_case
+    from Machine_Learning_Model.models import MODEL_NAMES as ML_MODELS
     from Machine_Learning_Model.train import train
-    from Naive_Model.naive_mean_model import NaiveMeanSegmenter, split_cases
+    from Naive_Model.naive_mean_model import NaiveMeanSegmenter
 
     real = SHARED_DATA_DIR.is_dir() and DEFAULT_SPLIT.is_file()
+    subsets = split_case_files(SHARED_DATA_DIR, DEFAULT_SPLIT) if real else {}
     load_s = []
     if real:
         cases = []
-        for files in split_cases(SHARED_DATA_DIR, DEFAULT_SPLIT, ["test"])[: args.cases]:
+        for files in subsets["test"][: args.cases]:
             start = time.perf_counter()
             cases.append(load_case(files, with_seg=False))
             load_s.append(time.perf_counter() - start)
@@ -56,7 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     # on `cores` otherwise idle cores, wall time lies between cpu / cores and cpu.
     predict_s: dict[str, dict[str, float]] = {}
     for name in args.models:
-        segmenter = load_segmenter(name, n_jobs=cores)
+        options = {"n_jobs": cores} if name in ML_MODELS else {}  # KNN query threads; naive has no option
+        segmenter = load_segmenter(name, **options)
         times, cpu = [], []
         for case in cases:
             start, start_cpu = time.perf_counter(), time.process_time()
@@ -70,8 +74,7 @@ def main(argv: list[str] | None = None) -> int:
 
     fit_s: dict[str, float] = {}
     if real and not args.skip_fit:
-        train_files = split_cases(SHARED_DATA_DIR, DEFAULT_SPLIT, ["train"])
-        val_files = split_cases(SHARED_DATA_DIR, DEFAULT_SPLIT, ["val"])
+        train_files, val_files = subsets["train"], subsets["val"]
         fit_s["naive"] = NaiveMeanSegmenter.fit(load_case(files) for files in train_files).fit_seconds
         start, start_cpu = time.perf_counter(), time.process_time()
         train(["ridge", "tree", "knn", "ensemble"], train_files, val_files, log=lambda message: None)

@@ -41,7 +41,8 @@ from tqdm import tqdm
 from brats_core.cases import CaseFiles, find_cases, load_case
 from brats_core.config import MODALITIES, PreprocessConfig, cache_dir
 from brats_core.errors import BratsError
-from brats_core.preprocessing import Geometry, preprocess
+from brats_core.files import atomic_path
+from brats_core.preprocessing import Geometry, bounding_box, preprocess
 
 #: Version of the on-disk layout and of what it holds; bump it when either (or ``preprocess``'s output) changes.
 FORMAT_VERSION = 1
@@ -222,13 +223,10 @@ def _check_case_id(files: CaseFiles) -> None:
 
 def _native_box(seg: np.ndarray, bbox: Sequence[int]) -> tuple[int, ...]:
     """The brain bbox grown to hold every labelled voxel of ``seg``."""
-    box = list(bbox)
-    for axis in range(3):
-        present = np.flatnonzero(np.any(seg, axis=tuple(a for a in range(3) if a != axis)))
-        if present.size:
-            box[2 * axis] = min(box[2 * axis], int(present[0]))
-            box[2 * axis + 1] = max(box[2 * axis + 1], int(present[-1]) + 1)
-    return tuple(box)
+    labelled = bounding_box(seg)
+    if labelled is None:
+        return tuple(bbox)
+    return tuple(min(a, b) if i % 2 == 0 else max(a, b) for i, (a, b) in enumerate(zip(bbox, labelled, strict=True)))
 
 
 def _build_case(files: CaseFiles, config: PreprocessConfig, key_dir: Path, sources: dict) -> Path:
@@ -314,11 +312,10 @@ def _prepare_key_dir(config: PreprocessConfig, cache_root: Path | str | None) ->
     key_dir.mkdir(parents=True, exist_ok=True)
     config_file = key_dir / "config.json"
     if not config_file.exists():
-        tmp = key_dir / f"{_tmp_prefix()}config.json"
-        tmp.write_text(
-            json.dumps({"format_version": FORMAT_VERSION, "preprocess": config.to_dict()}, indent=1)
-        )
-        os.replace(tmp, config_file)
+        with atomic_path(config_file) as tmp:
+            tmp.write_text(
+                json.dumps({"format_version": FORMAT_VERSION, "preprocess": config.to_dict()}, indent=1)
+            )
     _remove_orphans(key_dir)
     return key_dir
 

@@ -23,8 +23,8 @@ Expected time of ``--folds 5`` on the BraTS 2020 training set (369 cases: per fo
 cases), one GPU and 16 CPU cores, default options: about 6-7 h, mostly CPU-bound.
 
 - naive atlas: ~1-2 s per training case, ~5 min per fold;
-- classical models: ~4-8 s per training case (two loads, preprocessing, features of 4,000 voxels) plus tuning on
-  the validation cases, ~25 min per fold;
+- classical models: ~2-6 s per training case (one load, preprocessing, features of 4,000 voxels) plus tuning on
+  the validation cases, ~20 min per fold;
 - U-Net and U-Net + SSPP: the slice cache is built once (~2 s per case), then per model and fold 160,000
   training slices (40 epochs x 250 steps x batch 16) plus 40 validations, ~3-5 min at the rates measured on one
   H200 with both models training at once, data loading included (U-Net ~1,100, SSPP ~600 slices/s);
@@ -32,8 +32,9 @@ cases), one GPU and 16 CPU cores, default options: about 6-7 h, mostly CPU-bound
   its own features; KNN queries; 3D HD95 at ~0.6 s per case and model), ~2.5 h.
 
 Measured on 2 shared CPU cores with 240x240x155 cases (``--models naive,ridge`` on the 20 shared cases):
-loading 2.3 s per case, naive fit 2.2 s per training case, ridge features 8.3 s per training case and tuning
-25 s per validation case, prediction 0.13 s (naive) and 5-9 s (ridge) per case, scoring 0.6 s per case and model.
+loading 2.3 s per case, naive fit 2.2 s per training case, ridge features 8.3 s per training case (then loading
+each training case twice; now once) and tuning 25 s per validation case, prediction 0.13 s (naive) and 5-9 s
+(ridge) per case, scoring 0.6 s per case and model.
 """
 
 from __future__ import annotations
@@ -59,9 +60,9 @@ from tqdm import tqdm
 from brats_core.cases import CaseFiles, find_cases, load_case
 from brats_core.config import DEFAULT_SPLIT, HD95_ONE_EMPTY, REGIONS, RESULTS_DIR, PreprocessConfig
 from brats_core.errors import BratsError
-from brats_core.evaluation import Segmenter, check_prediction, evaluate_case, write_reports
+from brats_core.evaluation import Segmenter, evaluate_case, timed_predict, write_reports
 from brats_core.figures import case_figure, dice_plot, largest_tumour_slice
-from brats_core.split import load_split, make_split, save_split
+from brats_core.split import group_by_patient, load_split, make_split, patient_id, save_split
 
 #: Every model, in table order.
 MODELS: tuple[str, ...] = ("naive", "ridge", "tree", "knn", "ensemble", "unet", "sspp")
@@ -243,10 +244,6 @@ FAMILIES: dict[str, Family] = {
 }
 
 
-def _family_of(name: str) -> Family:
-    return next(family for family in FAMILIES.values() if name in family.models)
-
-
 # ------------------------------------------------------------------------------------------ one split
 def _prepare(runs: dict[str, ModelRun], job: TrainJob, use_shipped: bool, test_ids: list[str],
              bar: tqdm) -> None:
@@ -302,10 +299,7 @@ def _predict(runs: dict[str, ModelRun], test_files: list[CaseFiles], out_dir: Pa
         live = [run for run in runs.values() if run.error is None]
         for run in tqdm(live, desc=case.case_id, unit="model", leave=False):
             try:
-                start = time.perf_counter()
-                labels = run.segmenter.predict(case)
-                seconds = time.perf_counter() - start
-                check_prediction(labels, case.shape, f"{run.name} prediction for case '{case.case_id}'")
+                labels, seconds = timed_predict(run.segmenter, case)
             except Exception as exc:  # noqa: BLE001 - the model's row reports it; the others go on
                 run.fail(f"prediction of case '{case.case_id}'", exc, out_dir / run.name)
                 continue
@@ -355,7 +349,8 @@ def fold_splits(split: dict, k: int, seed: int) -> list[dict]:
     """One split per fold: test = fold f, val and train from the other folds (val as large as the split's own).
 
     Uses the split's ``folds`` when it has ``k`` of them, else a fresh patient-level ``k``-fold partition
-    (:func:`brats_core.split.make_split`) of all its cases. Each fold keeps at least two training cases.
+    (:func:`brats_core.split.make_split`) of all its cases. Validation patients are drawn whole (all their
+    timepoints, :func:`brats_core.split.patient_id`); each fold keeps at least two training patients.
     """
     all_ids = sorted({i for key in ("train", "val", "test") for i in split[key]})
     folds = split["folds"] if len(split["folds"]) == k else make_split(all_ids, seed=seed, folds=k)["folds"]
@@ -363,14 +358,16 @@ def fold_splits(split: dict, k: int, seed: int) -> list[dict]:
         raise BratsError(f"{len(all_ids)} cases are too few for {k} folds")
     out = []
     for f, fold in enumerate(folds):
-        rest = sorted(set(all_ids) - set(fold))
-        n_val = min(max(len(split["val"]), 1), max(len(rest) - 2, 0))
-        order = [rest[i] for i in np.random.default_rng([seed, f]).permutation(len(rest))]
+        rest = group_by_patient(sorted(set(all_ids) - set(fold)))
+        patients = list(rest)
+        n_val = min(max(len({patient_id(i) for i in split["val"]}), 1), max(len(patients) - 2, 0))
+        order = [rest[patients[i]] for i in np.random.default_rng([seed, f]).permutation(len(patients))]
         out.append({
-            "seed": seed, "train": sorted(order[n_val:]), "val": sorted(order[:n_val]), "test": sorted(fold),
+            "seed": seed, "train": sorted(i for ids in order[n_val:] for i in ids),
+            "val": sorted(i for ids in order[:n_val] for i in ids), "test": sorted(fold),
             "folds": [sorted(fold_) for fold_ in folds], "created": date.today().isoformat(),
-            "note": f"Fold {f + 1} of {k}: test = fold {f + 1}; {n_val} validation case(s) drawn from the other "
-                    f"folds with seed {seed}; the rest train.",
+            "note": f"Fold {f + 1} of {k}: test = fold {f + 1}; {n_val} validation patient(s) drawn from the "
+                    f"other folds with seed {seed}; the rest train.",
         })  # fmt: skip
     return out
 

@@ -62,6 +62,15 @@ def check_prediction(labels: object, shape: Sequence[int], source: str) -> np.nd
     return labels
 
 
+def timed_predict(segmenter: Segmenter, case: Case) -> tuple[np.ndarray, float]:
+    """``segmenter.predict(case)``, checked with :func:`check_prediction`, and its wall time in seconds."""
+    start = time.perf_counter()
+    labels = segmenter.predict(case)
+    seconds = time.perf_counter() - start
+    check_prediction(labels, case.shape, f"{segmenter.name} prediction for case '{case.case_id}'")
+    return labels, seconds
+
+
 def save_labels(labels: np.ndarray, affine: np.ndarray, path: Path | str) -> Path:
     """Write a label map as a uint8 NIfTI with ``affine`` (qform and sform), creating the parent folder."""
     path = Path(path)
@@ -120,10 +129,7 @@ def evaluate_segmenter(
         if files.seg is None:
             raise BratsError(f"case '{files.case_id}' has no segmentation file; it cannot be evaluated")
         case = load_case(files)
-        start = time.perf_counter()
-        labels = segmenter.predict(case)
-        seconds = time.perf_counter() - start
-        check_prediction(labels, case.shape, f"{segmenter.name} prediction for case '{case.case_id}'")
+        labels, seconds = timed_predict(segmenter, case)
         if predictions_dir is not None:
             save_labels(labels, case.affine, Path(predictions_dir) / f"{case.case_id}.nii.gz")
         rows.append({**evaluate_case(labels, case), "predict_seconds": seconds})

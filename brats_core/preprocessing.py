@@ -31,7 +31,8 @@ def brain_mask(images: np.ndarray) -> np.ndarray:
 
 
 def _nearest_index(size_out: int, size_in: int) -> np.ndarray:
-    """Source index of each output pixel for a nearest-neighbour resize (pixel centres, like OpenCV/PIL)."""
+    """Source index of each output pixel for a nearest-neighbour resize (pixel centres: as PIL's NEAREST and
+    OpenCV's INTER_NEAREST_EXACT; OpenCV's INTER_NEAREST takes floor(i * size_in / size_out) instead)."""
     index = np.floor((np.arange(size_out) + 0.5) * (size_in / size_out)).astype(np.intp)
     return np.minimum(index, size_in - 1)
 
@@ -203,10 +204,13 @@ class Preprocessed:
     geometry: Geometry
 
 
-def _bbox(mask: np.ndarray) -> tuple[int, int, int, int, int, int]:
+def bounding_box(mask: np.ndarray) -> tuple[int, int, int, int, int, int] | None:
+    """``(x0, x1, y0, y1, z0, z1)`` (end exclusive) of the non-zero voxels of a 3D array; None if there is none."""
     bounds = []
     for axis in range(3):
         present = np.flatnonzero(np.any(mask, axis=tuple(a for a in range(3) if a != axis)))
+        if not present.size:
+            return None
         bounds += [int(present[0]), int(present[-1]) + 1]
     return tuple(bounds)
 
@@ -231,7 +235,7 @@ def preprocess(case: Case, config: PreprocessConfig = PreprocessConfig()) -> Pre
     if not brain.any():
         where = case.files.images.get("t1", "in memory")
         raise BratsError(f"case '{case.case_id}' ({where}): every image is zero, no brain voxel to segment")
-    bbox = _bbox(brain)
+    bbox = bounding_box(brain)
     x0, x1, y0, y1, _, _ = bbox
     width, height = x1 - x0, y1 - y0
     side = max(width, height)

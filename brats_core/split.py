@@ -1,6 +1,7 @@
 """Patient-level train/val/test split plus a k-fold partition, saved as JSON and shared by every model.
 
-One case id is one patient, so splitting case ids keeps every patient in exactly one subset. The split is a
+Cases are split by patient (:func:`patient_id`): BraTS 2023+ ids ``BraTS-<cohort>-<patient>-<timepoint>`` of one
+patient stay together in one subset and one fold; any other case id is its own patient. The split is a
 deterministic function of the sorted case ids and the seed.
 """
 
@@ -8,15 +9,37 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
+from collections import defaultdict
 from datetime import date
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from brats_core.errors import BratsError
 
+if TYPE_CHECKING:
+    from brats_core.cases import CaseFiles
+
 SUBSETS: tuple[str, ...] = ("train", "val", "test")
+#: BraTS 2023+ case ids: ``BraTS-GLI-00017-001`` is timepoint 001 of patient ``BraTS-GLI-00017``.
+_TIMEPOINT_RE = re.compile(r"^(BraTS-[A-Za-z]+-\d+)-\d+$", re.IGNORECASE)
+
+
+def patient_id(case_id: str) -> str:
+    """The patient of a case: the id without its timepoint for BraTS 2023+ names, else the case id itself."""
+    match = _TIMEPOINT_RE.match(case_id)
+    return match[1] if match else case_id
+
+
+def group_by_patient(case_ids: list[str]) -> dict[str, list[str]]:
+    """Sorted case ids of each patient, by patient id (sorted)."""
+    groups: dict[str, list[str]] = defaultdict(list)
+    for case_id in sorted(case_ids):
+        groups[patient_id(case_id)].append(case_id)
+    return dict(sorted(groups.items()))
 
 
 def _held_out_sizes(n: int, n_val: int, n_test: int) -> tuple[int, int]:
@@ -42,36 +65,45 @@ def make_split(
 ) -> dict:
     """Split ``case_ids`` into sorted train/val/test lists and a patient-level ``folds``-fold partition.
 
-    For few cases the held-out sizes are scaled down (see :func:`_held_out_sizes`) and ``folds`` is capped
-    at the number of cases; the ``note`` of the result says so.
+    Sizes count patients (:func:`patient_id`; one per case id unless BraTS 2023+ timepoints share one). For
+    few patients the held-out sizes are scaled down (see :func:`_held_out_sizes`) and ``folds`` is capped at
+    the number of patients; the ``note`` of the result says so.
     """
     ids = sorted(case_ids)
     if len(set(ids)) != len(ids):
         duplicates = sorted({i for i in ids if ids.count(i) > 1})
-        raise BratsError(f"duplicate case ids {duplicates}: each case id must be one patient")
+        raise BratsError(f"duplicate case ids {duplicates}: each case id must be named once")
     if folds < 2:
         raise BratsError(f"folds must be at least 2, got {folds}")
-    n = len(ids)
+    groups = group_by_patient(ids)
+    patients = list(groups)
+    n = len(patients)
+    unit = "cases" if n == len(ids) else "patients"
     val_size, test_size = _held_out_sizes(n, n_val, n_test)
     n_folds = min(folds, n)
     rng = np.random.default_rng(seed)
-    order = [ids[i] for i in rng.permutation(n)]
+    order = [patients[i] for i in rng.permutation(n)]
     test, val, train = order[:test_size], order[test_size:test_size + val_size], order[test_size + val_size:]
-    fold_order = [ids[i] for i in rng.permutation(n)]
-    note = (
-        f"Patient-level split (one case id = one patient) of {n} cases, seed {seed}; folds partition all "
-        f"cases for cross-validation."
-    )
+    fold_order = [patients[i] for i in rng.permutation(n)]
+
+    def cases_of(chosen: list[str]) -> list[str]:
+        return sorted(case_id for patient in chosen for case_id in groups[patient])
+
+    if unit == "cases":
+        note = f"Patient-level split (one case id = one patient) of {n} cases, seed {seed}; "
+    else:
+        note = f"Patient-level split of {len(ids)} cases of {n} patients (timepoints kept together), seed {seed}; "
+    note += "folds partition all cases for cross-validation."
     if (val_size, test_size) != (n_val, n_test):
-        note += f" Scaled down for {n} cases from val={n_val}, test={n_test} to val={val_size}, test={test_size}."
+        note += f" Scaled down for {n} {unit} from val={n_val}, test={n_test} to val={val_size}, test={test_size}."
     if n_folds != folds:
-        note += f" Folds capped from {folds} to {n_folds} (one per case)."
+        note += f" Folds capped from {folds} to {n_folds} (one per {unit[:-1]})."
     split = {
         "seed": seed,
-        "train": sorted(train),
-        "val": sorted(val),
-        "test": sorted(test),
-        "folds": [sorted(fold_order[k::n_folds]) for k in range(n_folds)],
+        "train": cases_of(train),
+        "val": cases_of(val),
+        "test": cases_of(test),
+        "folds": [cases_of(fold_order[k::n_folds]) for k in range(n_folds)],
         "created": date.today().isoformat(),
         "note": note,
     }
@@ -80,7 +112,7 @@ def make_split(
 
 
 def _validate(split: object, source: str, available_case_ids: list[str] | None = None) -> None:
-    """Raise :class:`BratsError` naming ``source`` unless ``split`` is a well-formed, disjoint split."""
+    """Raise :class:`BratsError` naming ``source`` unless ``split`` is a well-formed split, disjoint by patient."""
     if not isinstance(split, dict):
         raise BratsError(f"{source}: a split must be a JSON object, got {type(split).__name__}")
     missing = [key for key in (*SUBSETS, "folds", "seed") if key not in split]
@@ -94,10 +126,16 @@ def _validate(split: object, source: str, available_case_ids: list[str] | None =
             raise BratsError(f"{source}: {key!r} must be a list of case id strings")
         if len(set(value)) != len(value):
             raise BratsError(f"{source}: {key!r} lists a case id more than once")
+    patients = {key: {patient_id(i) for i in split[key]} for key in SUBSETS}
     for a, b in (("train", "val"), ("train", "test"), ("val", "test")):
         overlap = sorted(set(split[a]) & set(split[b]))
         if overlap:
             raise BratsError(f"{source}: {a!r} and {b!r} share case ids {overlap} (patients must not overlap)")
+        shared = sorted(patients[a] & patients[b])
+        if shared:
+            raise BratsError(
+                f"{source}: {a!r} and {b!r} share patients {shared} (timepoints of one patient in two subsets)"
+            )
     all_ids = set().union(*(split[key] for key in SUBSETS))
     folds = split["folds"]
     if not isinstance(folds, list) or not all(
@@ -107,6 +145,9 @@ def _validate(split: object, source: str, available_case_ids: list[str] | None =
     fold_ids = [i for fold in folds for i in fold]
     if len(fold_ids) != len(set(fold_ids)) or set(fold_ids) != all_ids:
         raise BratsError(f"{source}: 'folds' must partition the train/val/test case ids, each exactly once")
+    fold_patients = [{patient_id(i) for i in fold} for fold in folds]
+    if sum(map(len, fold_patients)) != len(set().union(*fold_patients)):
+        raise BratsError(f"{source}: 'folds' put timepoints of one patient in different folds")
     if available_case_ids is not None:
         unknown = sorted(all_ids - set(available_case_ids))
         if unknown:
@@ -133,6 +174,18 @@ def load_split(path: Path | str, available_case_ids: list[str] | None = None) ->
         raise BratsError(f"{path}: not a readable JSON split ({exc})") from None
     _validate(split, str(path), available_case_ids)
     return split
+
+
+def split_case_files(data: Path | str, split_path: Path | str) -> dict[str, list[CaseFiles]]:
+    """The cases of ``data`` (found once) in each subset of the split at ``split_path``, in split order.
+
+    Raises :class:`BratsError` when the split is invalid or lists a case that ``data`` does not hold.
+    """
+    from brats_core.cases import find_cases
+
+    files = {case.case_id: case for case in find_cases(data)}
+    split = load_split(split_path, available_case_ids=list(files))
+    return {key: [files[case_id] for case_id in split[key]] for key in SUBSETS}
 
 
 def main(argv: list[str]) -> int:

@@ -71,8 +71,9 @@ def unpack(archive: Path | str, cache_root: Path | str) -> Path:
     key_dirs: set[Path] = set()
     with tar:
         for member in tar.getmembers():
-            parts = Path(member.name).parts
-            if not member.isfile() or len(parts) not in (2, 3) or any(p in ("..", "") for p in parts):
+            name = Path(member.name)
+            parts = name.parts
+            if not member.isfile() or name.is_absolute() or len(parts) not in (2, 3) or ".." in parts:
                 raise BratsError(f"{archive}: unexpected member {member.name!r}")
             target = cache_root.joinpath(*parts)
             target.parent.mkdir(parents=True, exist_ok=True)

@@ -23,7 +23,7 @@ from brats_core.figures import (
     overlay,
     to_grey,
 )
-from brats_core.split import load_split, make_split, save_split
+from brats_core.split import load_split, make_split, patient_id, save_split
 from brats_core.synth import write_dataset
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -214,6 +214,17 @@ def test_fold_splits_are_patient_level_partitions() -> None:
             assert sorted(fold["train"] + fold["val"] + fold["test"]) == ids and len(fold["val"]) == 3
         if k == 5:
             assert [fold["test"] for fold in folds] == split["folds"]
+
+
+def test_fold_splits_keep_the_timepoints_of_a_patient_together(tmp_path: Path) -> None:
+    ids = [f"BraTS-GLI-{p:05d}-{t:03d}" for p in range(10) for t in range(1 + p % 2)]  # 15 cases, 10 patients
+    split = make_split(ids, n_val=2, n_test=2, folds=5)
+    for k in (5, 3):
+        for fold in fold_splits(split, k, seed=1):
+            subset_of = {patient_id(i): key for key in ("train", "val", "test") for i in fold[key]}
+            assert all(subset_of[patient_id(i)] == key for key in ("train", "val", "test") for i in fold[key])
+            assert len({patient_id(i) for i in fold["val"]}) == 2
+            assert load_split(save_split(fold, tmp_path / "fold.json")) == fold  # valid by patient
 
 
 @pytest.mark.parametrize(

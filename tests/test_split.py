@@ -10,7 +10,7 @@ import pytest
 from brats_core.cli import main as brats
 from brats_core.config import DEFAULT_SPLIT, SHARED_DATA_DIR
 from brats_core.errors import BratsError
-from brats_core.split import SUBSETS, load_split, make_split, save_split
+from brats_core.split import SUBSETS, load_split, make_split, patient_id, save_split, split_case_files
 
 IDS = [f"case_{i:03d}" for i in range(20)]
 
@@ -63,6 +63,39 @@ def test_invalid_requests_raise() -> None:
         make_split(IDS, folds=1)
     with pytest.raises(BratsError, match="negative"):
         make_split(IDS, n_val=-1)
+
+
+def test_timepoints_of_one_patient_stay_in_one_subset_and_fold(tmp_path: Path) -> None:
+    assert patient_id("BraTS-GLI-00017-001") == "BraTS-GLI-00017"
+    assert patient_id("Brats18_2013_11_1") == "Brats18_2013_11_1"
+    ids = [f"BraTS-GLI-{p:05d}-{t:03d}" for p in range(12) for t in range(1 + p % 3)]  # 24 cases, 12 patients
+    split = make_split(ids, n_val=2, n_test=3, folds=4)
+    _assert_partition(split, ids)
+    subset_of = {patient_id(i): key for key in SUBSETS for i in split[key]}
+    assert all(subset_of[patient_id(i)] == key for key in SUBSETS for i in split[key])
+    assert [len({patient_id(i) for i in split[key]}) for key in ("val", "test")] == [2, 3]
+    fold_of = {patient_id(i): f for f, fold in enumerate(split["folds"]) for i in fold}
+    assert all(fold_of[patient_id(i)] == f for f, fold in enumerate(split["folds"]) for i in fold)
+    assert "12 patients" in split["note"]
+
+    a0, a1, b, c = "BraTS-GLI-00001-000", "BraTS-GLI-00001-001", "BraTS-GLI-00002-000", "BraTS-GLI-00003-000"
+    leaky = {"seed": 0, "train": [a0, b], "val": [c], "test": [a1], "folds": [[a0, a1], [b, c]]}
+    with pytest.raises(BratsError, match="share patients") as info:
+        load_split(_write(tmp_path / "leaky.json", leaky))
+    assert "leaky.json" in str(info.value)
+    torn = {"seed": 0, "train": [a0, a1], "val": [b], "test": [c], "folds": [[a0, b], [a1, c]]}
+    with pytest.raises(BratsError, match="different folds"):
+        load_split(_write(tmp_path / "torn.json", torn))
+
+
+def test_split_case_files_finds_the_cases_once(synthetic_root: Path, tmp_path: Path) -> None:
+    ids = sorted(p.name for p in synthetic_root.iterdir() if p.is_dir())
+    path = save_split(make_split(ids, n_val=1, n_test=1, folds=2), tmp_path / "split.json")
+    subsets = split_case_files(synthetic_root, path)
+    split = load_split(path)
+    assert {key: [f.case_id for f in files] for key, files in subsets.items()} == {k: split[k] for k in SUBSETS}
+    with pytest.raises(BratsError, match="not among the available"):
+        split_case_files(synthetic_root / ids[0], path)
 
 
 def test_save_and_load_round_trip(tmp_path: Path) -> None:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import io
+import os
 import tarfile
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -49,6 +53,15 @@ def test_unpack_rejects_a_non_archive_and_unsafe_members(tmp_path):
         tar.add(tmp_path / "x", arcname="key/../../x")
     with pytest.raises(BratsError, match="unexpected member"):
         unpack(evil, tmp_path / "out")
+    absolute = tmp_path / "absolute.tar.xz"  # "/tmp/x" would be written to /tmp/x, outside the cache root
+    outside = Path(tempfile.gettempdir()) / f"brats_transport_{os.getpid()}"
+    with tarfile.open(absolute, "w:xz") as tar:
+        info = tarfile.TarInfo(str(outside))
+        info.size = 1
+        tar.addfile(info, io.BytesIO(b"x"))
+    with pytest.raises(BratsError, match="unexpected member"):
+        unpack(absolute, tmp_path / "out")
+    assert not outside.exists()
 
 
 def test_cli_pack_unknown_case_is_an_error(built, tmp_path, capsys):
