@@ -143,7 +143,12 @@ def test_load_rejects_missing_file_bad_json_and_unknown_ids(tmp_path: Path) -> N
 def test_committed_split_is_valid_and_reproducible() -> None:
     split = load_split(DEFAULT_SPLIT)
     ids = sorted(i for key in SUBSETS for i in split[key])
-    assert (len(split["train"]), len(split["val"]), len(split["test"])) == (12, 3, 5)
+    assert (len(split["val"]), len(split["test"])) == (3, 5)
+    assert len(split["train"]) == len(ids) - 8
+    # The 5-fold patient-level partition is what results are reported on: every case is tested once.
+    assert len(split["folds"]) == 5
+    assert sorted(i for fold in split["folds"] for i in fold) == ids
+    assert max(map(len, split["folds"])) - min(map(len, split["folds"])) <= 1
     assert _without_date(make_split(ids, seed=split["seed"])) == _without_date(split)
     if SHARED_DATA_DIR.is_dir():  # the committed ids are exactly the shared cases
         shared = sorted(p.name for p in SHARED_DATA_DIR.iterdir() if p.is_dir())
