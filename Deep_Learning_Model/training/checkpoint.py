@@ -16,7 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from brats_core.errors import CheckpointError
-from Deep_Learning_Model.export import load_versioned, save_atomic
+from Deep_Learning_Model.serialization import load_versioned, save_atomic
 
 FORMAT = "brats-train-checkpoint"
 VERSION = 1

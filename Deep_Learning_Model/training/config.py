@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from brats_core.config import LABELS, MODALITIES, RESULTS_DIR
+from brats_core.config import LABELS, MODALITIES, RESULTS_DIR, check_known_fields
 from brats_core.errors import BratsError
-from Deep_Learning_Model.model import ARCHS, ModelConfig, check_known_fields
+from Deep_Learning_Model.model import ARCHS, ModelConfig
 from Deep_Learning_Model.training.losses import DICE_GROUPS
 
 #: Number of MRI modalities per slice (t1, t1ce, t2, flair).

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from brats_core.config import REGIONS
 from brats_core.files import atomic_path
-from Deep_Learning_Model.export import plain_data
+from Deep_Learning_Model.serialization import plain_data
 
 #: Columns of ``log.csv``, one row per epoch; validation columns are empty in epochs without validation.
 LOG_COLUMNS: tuple[str, ...] = (
