@@ -25,6 +25,7 @@ from pathlib import Path
 from brats_core.cases import CaseFiles
 from brats_core.errors import BratsError
 from brats_core.files import atomic_path
+from sspp_unet_api.app.uploads import case_files
 
 RECORD = "upload.json"
 PREDICTION_RECORD = "prediction.json"
@@ -156,12 +157,7 @@ class Storage:
         case_id = case_id if case_id is not None else next(iter(cases))
         if case_id not in cases:
             raise NotFoundError(f"case {case_id!r} is not in upload {upload_id}")
-        folder = self._folder(upload_id)
-        files = CaseFiles(
-            case_id=case_id,
-            images={m: folder / p for m, p in cases[case_id]["images"].items()},
-            seg=folder / cases[case_id]["seg"] if cases[case_id]["seg"] else None,
-        )
+        files = case_files(cases[case_id], self._folder(upload_id))
         prediction_id, out_dir = self.create_prediction(upload_id)
         return PendingPrediction(prediction_id, upload_id, case_id, files, cases[case_id]["images"]["flair"], out_dir)
 
