@@ -86,6 +86,11 @@ def pickle_free_models() -> tuple[str, ...]:
     return tuple(name for name, spec in REGISTRY.items() if spec.pickle_free)
 
 
+def models_of(*packages: str) -> tuple[str, ...]:
+    """The models whose loader lives in one of ``packages`` (e.g. ``"Deep_Learning_Model"``), in table order."""
+    return tuple(name for name, spec in REGISTRY.items() if spec.loader.split(".")[0] in packages)
+
+
 def families() -> dict[str, list[ModelSpec]]:
     """Family -> its models, in registry order."""
     out: dict[str, list[ModelSpec]] = {}

@@ -1,4 +1,4 @@
-"""Files a run writes besides checkpoints: the per-epoch ``log.csv`` and JSON documents."""
+"""Files a run writes besides its training state: the per-epoch ``log.csv`` and JSON documents."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ def validation_columns(metrics: dict) -> dict[str, float]:
 
 
 def write_log(path: Path, rows: list[dict]) -> None:
-    """(Re)write ``log.csv`` from the run's history (so a resumed run's log matches its checkpoint)."""
+    """(Re)write ``log.csv`` from the run's history (so a resumed run's log matches its training state)."""
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=LOG_COLUMNS, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
