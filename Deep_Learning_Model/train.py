@@ -23,7 +23,13 @@ import torch
 from brats_core.errors import BratsError
 from Deep_Learning_Model.model import ARCHS, count_parameters
 from Deep_Learning_Model.training.checkpoint import load_checkpoint
-from Deep_Learning_Model.training.config import PRESETS, TrainConfig, make_config
+from Deep_Learning_Model.training.config import (
+    PRESETS,
+    STRONG_AUGMENT,
+    AugmentConfig,
+    TrainConfig,
+    make_config,
+)
 from Deep_Learning_Model.training.data import TrainingData, load_training_data
 from Deep_Learning_Model.training.distributed import (
     DistContext,
@@ -42,6 +48,8 @@ RESUME_OVERRIDABLE = frozenset(
     {"device", "amp", "channels_last", "workers", "data", "from_cache", "cache_dir", "out", "export",
      "val_every", "val_batch_size", "val_tta"}
 )
+#: ``--augment NAME``: the augmentation settings it selects.
+AUGMENTATIONS: dict[str, AugmentConfig] = {"default": AugmentConfig(), "strong": STRONG_AUGMENT}
 
 
 def _none_if_zero(text: str) -> int | None:
@@ -95,7 +103,12 @@ def build_parser() -> argparse.ArgumentParser:
     add("--context", type=int, help="neighbouring slices on each side fed as extra channels")
     add("--size", type=int, help="in-plane slice size (default 128; with --from-cache: the cache's)")
     add("--oversample", type=_fraction_or_none, help="fraction of tumour-slice draws (none: plain shuffle)")
+    add("--head", choices=("softmax", "regions"), help="softmax over 4 classes or sigmoid WT/TC/ET regions")
+    add("--augment", type=AUGMENTATIONS.__getitem__, metavar="{default,strong}",
+        help="augmentation: default (flips, rotation/scaling, intensity) or strong (+ gamma, noise, blur)")
     add("--no-augment", dest="augment", action="store_const", const=None, help="disable augmentation")
+    add("--resident", action=argparse.BooleanOptionalAction,
+        help="keep the training slices on the device and augment there in batches (no DataLoader workers)")
     add("--device", help="auto | cpu | cuda | cuda:N")
     add("--amp", action=argparse.BooleanOptionalAction, help="mixed precision (bf16, or fp16 + GradScaler)")
     add("--channels-last", action=argparse.BooleanOptionalAction)
