@@ -19,6 +19,7 @@ REGISTRY: dict[str, str] = {
     "ensemble": "Machine_Learning_Model.models:load_segmenter",
     "unet": "Deep_Learning_Model.predictor:load_segmenter",
     "sspp": "Deep_Learning_Model.predictor:load_segmenter",
+    "fusion": "Deep_Learning_Model.fusion:load_segmenter",
 }
 
 
