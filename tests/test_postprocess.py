@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -99,3 +101,33 @@ def test_invalid_postprocess_config_raises(data, message):
     with pytest.raises(BratsError, match=message):
         PostprocessConfig.from_dict(data)
     assert PostprocessConfig.from_dict(PostprocessConfig(et_min_mm3=5).to_dict()) == PostprocessConfig(et_min_mm3=5)
+
+
+def test_tuning_cli_on_out_of_fold_predictions_records_the_result(synthetic_root, tmp_path, capsys):
+    """Two folds of a compare-like folder (random tiny exports): OOF predictions, report, record in an export."""
+    from brats_core.split import save_split
+    from Deep_Learning_Model.export import load_export, write_random_export
+    from Deep_Learning_Model.model import ModelConfig
+    from Deep_Learning_Model.tune_postprocess import main
+
+    ids = sorted(p.name for p in synthetic_root.iterdir())
+    config = ModelConfig(arch="unet", base_width=4, input_size=32, head="regions")
+    for k, test in enumerate((ids[:2], ids[2:]), start=1):
+        fold = tmp_path / "compare" / f"fold_{k}"
+        rest = sorted(set(ids) - set(test))
+        save_split({"seed": 0, "train": rest, "val": [], "test": test, "folds": [ids[:2], ids[2:]]},
+                   fold / "split.json")
+        write_random_export(fold / "unet" / "run" / "export.pt", config, seed=k)
+    final = write_random_export(tmp_path / "final.pt", config)
+    args = ["--data", str(synthetic_root), "--compare-dir", str(tmp_path / "compare"), "--model", "unet",
+            "--record", str(final), "--out", str(tmp_path / "report.json"), "--device", "cpu"]
+    assert main(args) == 0
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["cases"] == len(ids) and report["mean_dice_best"] >= report["mean_dice_without"]
+    assert load_export(final)[3]["postprocess"] == report["chosen"]
+    assert "out-of-fold cases" in capsys.readouterr().out
+    assert main(["--data", str(synthetic_root), "--compare-dir", str(tmp_path / "nothing")]) == 1
+    assert "no fold_<k>/split.json" in capsys.readouterr().err
+    same = ["--fold", str(tmp_path / "compare/fold_1/split.json"), str(tmp_path / "compare/fold_1/unet/run/export.pt")]
+    assert main(["--data", str(synthetic_root), *same, *same]) == 1
+    assert "already test cases of another fold" in capsys.readouterr().err
