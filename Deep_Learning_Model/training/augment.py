@@ -54,10 +54,9 @@ def _gamma(x: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
     return low + span * unit.pow(gamma[:, None, :, None, None])
 
 
-def _blur(images: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+def _blur(images: torch.Tensor, sigma: torch.Tensor, radius: int) -> torch.Tensor:
     """Separable Gaussian blur of (B, C, S, S) with one sigma per sample (grouped convolutions, zero padding)."""
     batch, channels, height, width = images.shape
-    radius = max(int(math.ceil(3.0 * float(sigma.max()))), 1)
     offsets = torch.arange(-radius, radius + 1, device=images.device, dtype=images.dtype)
     kernel = torch.exp(-0.5 * (offsets[None, :] / sigma[:, None]) ** 2)
     kernel = (kernel / kernel.sum(dim=1, keepdim=True)).repeat_interleave(channels, dim=0)  # (B*C, 2r+1)
@@ -84,7 +83,8 @@ def augment_batch(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Augmented copies of ``images`` float32 (B, C, S, S) and ``targets`` int64 (B, S, S) class indices.
 
-    ``generator`` lives on the tensors' device; the inputs are not modified.
+    ``generator`` lives on the tensors' device; the inputs are not modified. Nothing synchronises with the
+    device (no data-dependent shapes, no ``.item()``), so on a GPU the batch is queued behind the training step.
     """
     cfg, batch = config, images.shape[0]
     draw = _Draw(generator, images.device)
@@ -110,7 +110,8 @@ def augment_batch(
     if cfg.blur_prob > 0:
         chosen = draw.chosen(cfg.blur_prob, batch)
         sigma = draw.uniform(*cfg.blur_sigma, batch)
-        x = torch.where(chosen[:, None, None, None] & brain, _blur(x, sigma), x)
+        radius = max(math.ceil(3.0 * cfg.blur_sigma[1]), 1)  # from the config: no device sync
+        x = torch.where(chosen[:, None, None, None] & brain, _blur(x, sigma, radius), x)
     y = targets
     if cfg.flip_prob > 0:
         for dim in (-2, -1):
@@ -121,8 +122,8 @@ def augment_batch(
         chosen = draw.chosen(cfg.affine_prob, batch)
         angle = draw.uniform(-cfg.rotate_degrees, cfg.rotate_degrees, batch) * (math.pi / 180.0)
         zoom = draw.uniform(*cfg.scale_range, batch)
-        index = chosen.nonzero().squeeze(1)
-        if index.numel():
-            moved, labels = _rotate_scale(x[index], y[index], angle[index], zoom[index])
-            x, y = x.index_put((index,), moved), y.index_put((index,), labels)
+        # the whole batch is resampled and the chosen samples kept: no data-dependent shapes, no device sync
+        moved, labels = _rotate_scale(x, y, angle, zoom)
+        x = torch.where(chosen[:, None, None, None], moved, x)
+        y = torch.where(chosen[:, None, None], labels, y)
     return x.contiguous(), y.contiguous()
