@@ -120,6 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--val-tta", action=argparse.BooleanOptionalAction, help="flip test-time augmentation in validation")
     add("--resume", help="continue the run of this checkpoint (last.pt)")
     add("--stop-after", type=int, help="run at most N epochs in this invocation (resume later)")
+    add("--time-limit", type=float, metavar="MINUTES",
+        help="stop after the last epoch that ends within MINUTES of the start (resume later)")
     return parser
 
 
@@ -175,6 +177,8 @@ def run(overrides: dict, ctx: DistContext) -> int:
     preset = overrides.pop("preset", None)
     resume = overrides.pop("resume", None)
     stop_after = overrides.pop("stop_after", None)
+    time_limit = overrides.pop("time_limit", None)
+    deadline = None if time_limit is None else time.monotonic() + 60.0 * time_limit
     explicit = set(overrides)
     state = None
     if resume is not None:
@@ -206,7 +210,7 @@ def run(overrides: dict, ctx: DistContext) -> int:
             write_json(cfg.out_dir / "config.json", cfg.to_dict())
             print(_describe(trainer), file=sys.stderr)
         start = time.perf_counter()
-        trainer.fit(stop_after)
+        trainer.fit(stop_after, deadline)
         if ctx.is_main:
             seconds = time.perf_counter() - start
             info = {"train_config": cfg.to_dict(), "train_cases": data.train_ids, "val_cases": data.val_ids,

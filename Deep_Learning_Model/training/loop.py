@@ -280,15 +280,26 @@ class Trainer:
             message += f", val Dice {dice} (mean {metrics['mean_dice']:.3f}, best epoch {self.best['epoch']})"
         tqdm.write(message, file=sys.stderr)
 
-    def fit(self, stop_after: int | None = None) -> None:
-        """Train from the current epoch to ``cfg.epochs`` (or for ``stop_after`` epochs at most)."""
+    def fit(self, stop_after: int | None = None, deadline: float | None = None) -> None:
+        """Train from the current epoch to ``cfg.epochs`` (or for ``stop_after`` epochs at most).
+
+        ``deadline`` (a ``time.monotonic()`` value): stop after the epoch past which another one (twice the
+        last epoch's time, validation included) would not fit; that epoch validates and writes ``last.pt``.
+        """
         end = self.cfg.epochs if stop_after is None else min(self.cfg.epochs, self.epoch + stop_after)
-        for epoch in range(self.epoch, end):
+        epoch, last_seconds = self.epoch, 0.0
+        while epoch < end:
+            start = time.monotonic()
             row = self.train_epoch(epoch)
-            self.epoch = epoch + 1
+            self.epoch = epoch = epoch + 1
+            if deadline is not None and epoch < end:
+                need = 2.0 * max(last_seconds, time.monotonic() - start)
+                if all_reduce_sum([float(time.monotonic() + need > deadline)], self.device)[0] > 0:
+                    end = epoch  # every rank stops here: this epoch ends the invocation
             if self.ctx.is_main:
                 self._end_epoch(row, end)
             barrier()
+            last_seconds = time.monotonic() - start
 
     # ------------------------------------------------------------------------------------------ outputs
     def export(self, info: dict) -> Path:
