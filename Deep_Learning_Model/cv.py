@@ -3,6 +3,7 @@
     python -m Deep_Learning_Model.cv train --from-cache C --model unet --out runs/cv --time-limit 9 [-- --head softmax]
     python -m Deep_Learning_Model.cv score --from-cache C --model unet --out runs/cv      # also: --model fusion
     python -m Deep_Learning_Model.cv final --from-cache C --model unet --out runs/cv --time-limit 9
+    python -m Deep_Learning_Model.cv all --from-cache C --out runs/cv --time-limit 8.5    # all of it, resumable
 
 Made for a lent GPU without NIfTI files (only the cache travels, ``brats_core.transport``) and with a limit per
 call: the folds are ``splits/cv27/fold_<k>.json`` (the folds of ``brats compare --folds 5`` with seed 0, whose
@@ -18,6 +19,8 @@ validation cases come from the training folds) and the final split ``splits/cv27
   cases and ``postprocess.json``: the post-processing tuned on those predictions and the CV with it.
 - ``final`` trains on all cases for the median of the folds' best epochs, into ``<out>/<model>/final``; its
   export records the training cases, the CV summary and the tuned post-processing.
+- ``all`` does every step for unet and sspp (folds, scores of unet, sspp and their fusion, final models) within
+  ``--time-limit``, skipping what is done: the same command, called again, goes on where the last call stopped.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import json
 import statistics
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -102,10 +106,16 @@ def _segmenter(model: str, out: Path, k: int, tta: bool, device: str | None):
     return predictors[0] if len(predictors) == 1 else FusionSegmenter(predictors, postprocess=PostprocessConfig())
 
 
+def _evaluate(item: tuple) -> dict:
+    labels, reference, spacing, case_id, extra = item
+    return {**evaluate_case(labels, reference, spacing, case_id), **extra}
+
+
 def score_folds(model: str, out: Path, cache: Path, tta: bool = False, device: str | None = None,
-                splits: Path = SPLITS) -> dict:
-    """Out-of-fold predictions of every case from the cache, scored; post-processing tuned on them."""
-    rows, with_post, oof = [], [], []
+                splits: Path = SPLITS, jobs: int = 1) -> dict:
+    """Out-of-fold predictions of every case from the cache, scored (``jobs`` processes compute the metrics);
+    post-processing tuned on them."""
+    oof = []
     folds = fold_numbers(splits)
     for k in folds:
         segmenter = _segmenter(model, out, k, tta, device)
@@ -116,16 +126,14 @@ def score_folds(model: str, out: Path, cache: Path, tta: bool = False, device: s
                                entry.geometry)
             start = time.perf_counter()
             labels = segmenter.predict_preprocessed(pre)
-            seconds = time.perf_counter() - start
-            reference = entry.original_labels()
-            rows.append({**evaluate_case(labels, reference, entry.spacing, entry.case_id), "predict_seconds": seconds,
-                         "fold": k})
-            oof.append((labels, reference, entry.spacing, entry.case_id))
+            extra = {"predict_seconds": time.perf_counter() - start, "fold": k}
+            oof.append((labels, entry.original_labels(), entry.spacing, entry.case_id, extra))
+    config, report = tune_postprocess([(p, r, s) for p, r, s, _, _ in oof])
+    post = [(apply_postprocess(p, s, config), r, s, i, {}) for p, r, s, i, _ in oof]
+    with ProcessPoolExecutor(max(jobs, 1)) as pool:
+        rows, with_post = list(pool.map(_evaluate, oof)), list(pool.map(_evaluate, post))
     target = out / model / "cv"
     summary = write_reports(rows, target, title=f"{model}: {len(folds)}-fold CV, {len(rows)} out-of-fold cases (cache)")
-    config, report = tune_postprocess([(p, r, s) for p, r, s, _ in oof])
-    for labels, reference, spacing, case_id in oof:
-        with_post.append(evaluate_case(apply_postprocess(labels, spacing, config), reference, spacing, case_id))
     post = write_reports(with_post, target / "postprocessed", title=f"{model}: CV with tuned post-processing")
     (target / "postprocess.json").write_text(json.dumps(plain_data(report, "tuning report"), indent=1) + "\n")
     return {"summary": summary, "postprocessed": post, "postprocess": config.to_dict()}
@@ -155,14 +163,46 @@ def record_cv(export: Path, model: str, out: Path) -> None:
     save_atomic(payload, export)
 
 
+def train_final(model: str, out: Path, options: dict, deadline: float, splits: Path = SPLITS) -> bool:
+    """Train (or go on with) the final model on ``splits/all.json``; record the CV in its export when done."""
+    run_dir = out / model / "final"
+    if not (run_dir / "last.pt").is_file():
+        options = {"epochs": final_epochs(model, out, splits), **options}
+    finished = _finished(run_dir) or _train(run_dir, {**options, "split": str(splits / "all.json")}, deadline)
+    if finished and (out / model / "cv" / "summary.json").is_file() and "cv" not in read_export(
+            run_dir / "export.pt").get("info", {}):
+        record_cv(run_dir / "export.pt", model, out)
+    return finished
+
+
+def run_all(out: Path, cache: Path, options: dict, minutes: float, splits: Path = SPLITS, tta: bool = False,
+            device: str | None = None, jobs: int = 1) -> str:
+    """Every step for unet and sspp within ``minutes``, skipping what is done; returns where it stands."""
+    deadline = time.monotonic() + 60.0 * minutes
+    folds = fold_numbers(splits)
+    for model in FUSED:
+        left = (deadline - time.monotonic()) / 60.0
+        if train_folds(model, out, {**options, "model": model}, left, folds, splits) != folds:
+            return f"{model} folds not finished; call again"
+    for model in (*FUSED, "fusion"):
+        if not (out / model / "cv" / "summary.json").is_file():
+            if deadline - time.monotonic() < 120:
+                return "out of time before scoring; call again"
+            score_folds(model, out, cache, tta, device, splits, jobs)
+    for model in FUSED:
+        if not train_final(model, out, {**options, "model": model}, deadline, splits):
+            return f"{model} final model not finished; call again"
+    return "done: folds, scores and final models of unet and sspp"
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     extra = argv[argv.index("--") + 1 :] if "--" in argv else []
     argv = argv[: argv.index("--")] if "--" in argv else argv
     parser = argparse.ArgumentParser(prog="python -m Deep_Learning_Model.cv", description=__doc__.splitlines()[0])
-    parser.add_argument("command", choices=("train", "score", "final"))
+    parser.add_argument("command", choices=("train", "score", "final", "all"))
     parser.add_argument("--from-cache", required=True, type=Path, help="slice cache folder (<root>/<key>)")
-    parser.add_argument("--model", required=True, choices=(*FUSED, "fusion"))
+    parser.add_argument("--model", choices=(*FUSED, "fusion"), help="required except with all")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "results" / "runs" / "cv")
     parser.add_argument("--preset", default="cv27", help="training preset (default cv27)")
     parser.add_argument("--time-limit", type=float, default=9.0, metavar="MINUTES", help="train/final (default 9)")
@@ -170,14 +210,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--folds", type=int, nargs="*", help="train: which folds (default all)")
     parser.add_argument("--tta", action="store_true", help="score: test-time flips")
     parser.add_argument("--device", choices=("cpu", "cuda"))
+    parser.add_argument("--jobs", type=int, default=1, help="score: processes computing the metrics")
     args = parser.parse_args(argv)
+    if args.model is None and args.command != "all":
+        parser.error(f"{args.command} needs --model")
     options = {"model": args.model, "from_cache": str(args.from_cache), "preset": args.preset,
                **vars(train_script.build_parser().parse_args(extra))}
     if args.device:
         options["device"] = args.device
     try:
+        if args.command == "all":
+            options.pop("model")
+            print(f"cv all: {run_all(args.out, args.from_cache, options, args.time_limit, args.splits, args.tta, args.device, args.jobs)}")
+            return 0
         if args.command == "score":
-            result = score_folds(args.model, args.out, args.from_cache, args.tta, args.device, args.splits)
+            result = score_folds(args.model, args.out, args.from_cache, args.tta, args.device, args.splits,
+                                 args.jobs)
             print(json.dumps({k: result[k] for k in ("postprocess",)} | {
                 "cv_dice": {r: result["summary"][r]["dice"]["mean"] for r in REGIONS},
                 "cv_dice_postprocessed": {r: result["postprocessed"][r]["dice"]["mean"] for r in REGIONS}}))
@@ -189,13 +237,7 @@ def main(argv: list[str] | None = None) -> int:
             done = train_folds(args.model, args.out, options, args.time_limit, folds, args.splits)
             print(f"cv train {args.model}: folds finished {done} of {folds}")
             return 0
-        run_dir = args.out / args.model / "final"
-        if not (run_dir / "last.pt").is_file():
-            options.setdefault("epochs", final_epochs(args.model, args.out, args.splits))
-        finished = _finished(run_dir) or _train(
-            run_dir, {**options, "split": str(args.splits / "all.json")}, time.monotonic() + 60.0 * args.time_limit)
-        if finished and (args.out / args.model / "cv" / "summary.json").is_file():
-            record_cv(run_dir / "export.pt", args.model, args.out)
+        finished = train_final(args.model, args.out, options, time.monotonic() + 60.0 * args.time_limit, args.splits)
         print(f"cv final {args.model}: {'finished' if finished else 'not finished; call again'}")
         return 0
     except BratsError as exc:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+import statistics
 import time
 from pathlib import Path
 
@@ -39,13 +41,13 @@ def test_committed_folds_are_those_of_compare_and_the_final_split_trains_every_c
 def cv_setup(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("cv")
     cases = find_cases(synthetic_root)
-    build_cache(cases, PreprocessConfig(size=32), cache_root=root / "cache", progress=False)
+    build_cache(cases, PreprocessConfig(size=128), cache_root=root / "cache", progress=False)  # SSPP's size
     a, b, c, d = (case.case_id for case in cases)
     folds = [[a, b], [c, d]]
     save_split({"seed": 0, "train": [c], "val": [d], "test": [a, b], "folds": folds}, root / "splits/fold_1.json")
     save_split({"seed": 0, "train": [a], "val": [b], "test": [c, d], "folds": folds}, root / "splits/fold_2.json")
     save_split({"seed": 0, "train": [a, b, c, d], "val": [], "test": [], "folds": folds}, root / "splits/all.json")
-    return cache_path(PreprocessConfig(size=32), root / "cache"), root / "splits"
+    return cache_path(PreprocessConfig(size=128), root / "cache"), root / "splits"
 
 
 def test_cv_trains_in_resumable_calls_scores_out_of_fold_and_trains_the_final_model(cv_setup, tmp_path, capsys):
@@ -73,14 +75,31 @@ def test_cv_trains_in_resumable_calls_scores_out_of_fold_and_trains_the_final_mo
     tuning = json.loads((tmp_path / "unet/cv/postprocess.json").read_text())
     assert tuning["cases"] == 4 and tuning["mean_dice_best"] >= tuning["mean_dice_without"]
 
-    assert cv(["final", *common, *TINY[:-2]]) == 0
+    final_options = TINY[:5] + TINY[7:]  # TINY without --epochs: the final model's come from the CV
+    assert "--epochs" not in final_options and len(final_options) == len(TINY) - 2
+    assert cv(["final", *common, *final_options]) == 0
     assert "finished" in capsys.readouterr().out
     _, config, _, meta = load_export(tmp_path / "unet/final/export.pt")
     info = meta["info"]
     assert sorted(info["train_cases"]) == sorted(load_split(splits / "all.json")["train"])
     assert info["cv"]["cases"] == 4 and set(info["cv"]["scores"]) == {"WT", "TC", "ET"}
     assert meta["postprocess"] == tuning["chosen"]
-    assert info["train_config"]["epochs"] == 2  # median of the folds' best epochs (both folds validate twice)
+    best = [json.loads((tmp_path / f"unet/fold_{k}/train_summary.json").read_text())["best_epoch"] for k in (1, 2)]
+    assert info["train_config"]["epochs"] == math.ceil(statistics.median(best))  # chosen from the CV
+
+
+def test_cv_all_does_every_step_and_then_nothing(cv_setup, tmp_path, capsys):
+    cache, splits = cv_setup
+    common = ["--from-cache", str(cache), "--out", str(tmp_path), "--splits", str(splits), "--jobs", "2"]
+    assert cv(["all", *common, *TINY]) == 0
+    assert "done: folds, scores and final models" in capsys.readouterr().out
+    for model in ("unet", "sspp", "fusion"):
+        assert json.loads((tmp_path / model / "cv" / "summary.json").read_text())["n_cases"] == 4
+    for model in ("unet", "sspp"):
+        meta = load_export(tmp_path / model / "final" / "export.pt")[3]
+        assert meta["info"]["cv"]["cases"] == 4
+    stamp = (tmp_path / "sspp/final/export.pt").stat().st_mtime_ns
+    assert cv(["all", *common, *TINY]) == 0 and (tmp_path / "sspp/final/export.pt").stat().st_mtime_ns == stamp
 
 
 def test_cv_errors_name_the_problem(cv_setup, tmp_path, capsys):

@@ -232,7 +232,7 @@ PRESETS: dict[str, dict] = {
     # lent GPU"): region head, stronger intensity augmentation, training set resident on the device, batch 32,
     # longer training. Every change is a candidate to keep only if the CV shows it helps (the ablation rows).
     "cv27": {"head": "regions", "augment": STRONG_AUGMENT, "resident": True, "batch_size": 32, "epochs": 60,
-             "max_steps_per_epoch": 150, "warmup_epochs": 2.0, "oversample": 0.33, "workers": 0, "val_every": 5},
+             "max_steps_per_epoch": 150, "warmup_epochs": 2.0, "oversample": 0.33, "workers": 0, "val_every": 10},
 }
 
 
