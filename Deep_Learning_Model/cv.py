@@ -43,9 +43,10 @@ from brats_core.postprocess import PostprocessConfig, apply_postprocess, tune_po
 from brats_core.preprocessing import Preprocessed
 from brats_core.split import load_split
 from Deep_Learning_Model import train as train_script
-from Deep_Learning_Model.export import plain_data, read_export, save_atomic
+from Deep_Learning_Model.export import read_export
 from Deep_Learning_Model.fusion import FUSED, FusionSegmenter
 from Deep_Learning_Model.predictor import Predictor
+from Deep_Learning_Model.serialization import plain_data, save_atomic
 from Deep_Learning_Model.training.distributed import DistContext
 
 #: The committed folds (``fold_<k>.json``) and the final split (``all.json``).

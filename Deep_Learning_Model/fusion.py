@@ -1,4 +1,4 @@
-"""Fusion of the U-Net's and the U-Net + SSPP's probabilities: one segmenter, ``brats predict --model fusion``.
+"""Fusion of the U-Net's and the U-Net + SSPP's probabilities: one segmenter (``python -m Deep_Learning_Model.fusion``).
 
 Each model predicts the case's slices with its own head, context and test-time flips; the probabilities are
 averaged (optionally weighted) slice by slice before the way back to the original grid:
@@ -16,26 +16,28 @@ exports record when they all record the same, else ``postprocess`` (default: non
 
 from __future__ import annotations
 
+import argparse
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from brats_core.cases import Case
-from brats_core.errors import ArtifactError, BratsError
+from brats_core.cases import Case, find_cases, load_case
+from brats_core.config import REPO_ROOT
+from brats_core.errors import BratsError, CheckpointError
+from brats_core.nifti import save_labels
 from brats_core.postprocess import PostprocessConfig, apply_postprocess
 from brats_core.preprocessing import Preprocessed, preprocess
+from brats_core.provenance import Provenance
 from Deep_Learning_Model.heads import region_probabilities, restore_labels
-from Deep_Learning_Model.predictor import (
-    CHECKPOINT_DIR,
-    DEFAULT_BATCH_SIZE,
-    Predictor,
-    slice_probabilities,
-)
+from Deep_Learning_Model.predictor import DEFAULT_BATCH_SIZE, Predictor, slice_probabilities
 
 #: Models fused by default, each from ``<folder>/<name>.pt``.
 FUSED: tuple[str, ...] = ("unet", "sspp")
+#: The folder of the shipped ``unet.pt`` and ``sspp.pt``.
+SHIPPED = REPO_ROOT / "Deep_Learning_Model" / "checkpoints"
 
 
 class FusionSegmenter:
@@ -64,6 +66,14 @@ class FusionSegmenter:
         self.postprocess = postprocess or (recorded[0] if same else PostprocessConfig())
         self.name = "fusion"
 
+    @property
+    def provenance(self) -> Provenance:
+        """Every case any fused model was trained or tuned on (no score of the fusion itself is recorded)."""
+        records = [p.provenance for p in self.predictors]
+        train = tuple(dict.fromkeys(c for r in records for c in r.train_cases))
+        val = tuple(dict.fromkeys(c for r in records for c in r.val_cases if c not in train))
+        return Provenance(train_cases=train, val_cases=val)
+
     def probabilities(self, pre: Preprocessed) -> torch.Tensor:
         """Fused slice probabilities (Z', K, S, S): 4 classes (all softmax) or WT/TC/ET."""
         fused = None
@@ -86,19 +96,45 @@ class FusionSegmenter:
 
 
 def load_segmenter(
-    name: str,
-    artifact: Path | str | None = None,
+    name: str = "fusion",
+    checkpoint: Path | str = SHIPPED,
     device: torch.device | str | None = None,
     tta: bool = False,
     batch_size: int = DEFAULT_BATCH_SIZE,
 ) -> FusionSegmenter:
-    """Registry entry ``fusion``: ``artifact`` is a folder holding ``unet.pt`` and ``sspp.pt`` (default: the
-    shipped checkpoints, :data:`Deep_Learning_Model.predictor.CHECKPOINT_DIR`)."""
-    folder = Path(artifact) if artifact is not None else CHECKPOINT_DIR
-    paths = [folder / f"{model}.pt" for model in FUSED]
+    """The fusion of ``<checkpoint>/unet.pt`` and ``<checkpoint>/sspp.pt`` (a folder; default: the shipped ones),
+    in the loader signature of :mod:`brats_app.registry`."""
+    folder = Path(checkpoint)
     if not folder.is_dir():
-        raise ArtifactError(f"{folder}: the fusion model takes a folder holding {', '.join(f'{m}.pt' for m in FUSED)}")
+        raise CheckpointError(f"{folder}: the fusion model takes a folder holding {', '.join(f'{m}.pt' for m in FUSED)}")
+    paths = [folder / f"{model}.pt" for model in FUSED]
     missing = [str(p) for p in paths if not p.is_file()]
     if missing:
-        raise ArtifactError(f"fusion: missing export(s) {', '.join(missing)}")
+        raise CheckpointError(f"fusion: missing export(s) {', '.join(missing)}")
     return FusionSegmenter([Predictor.from_export(p, device=device, tta=tta, batch_size=batch_size) for p in paths])
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m Deep_Learning_Model.fusion [--checkpoint DIR] [--tta] [--device D] --out DIR INPUT ...``."""
+    parser = argparse.ArgumentParser(prog="python -m Deep_Learning_Model.fusion", description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", type=Path, default=SHIPPED, help="folder of unet.pt and sspp.pt")
+    parser.add_argument("--out", required=True, type=Path, help="output folder for <case_id>.nii.gz")
+    parser.add_argument("--device", choices=("cpu", "cuda"))
+    parser.add_argument("--tta", action="store_true", help="test-time flips in both models")
+    parser.add_argument("inputs", nargs="+", type=Path, help="case folder or folder of cases")
+    args = parser.parse_args(argv)
+    try:
+        segmenter = load_segmenter("fusion", args.checkpoint, args.device, args.tta)
+        cases = [c for path in args.inputs for c in find_cases(path)]
+        for files in cases:
+            case = load_case(files, with_seg=False)
+            save_labels(segmenter.predict(case), case.affine, args.out / f"{case.case_id}.nii.gz")
+    except BratsError as exc:
+        print(f"fusion: error: {exc}", file=sys.stderr)
+        return 1
+    print(f"fusion: wrote {len(cases)} case(s) to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from brats_app.compare.folds import fold_splits
 from brats_core.cache import build_cache, cache_path
 from brats_core.cases import find_cases
-from brats_core.compare import fold_splits
 from brats_core.config import DEFAULT_SPLIT, PreprocessConfig
 from brats_core.split import load_split, save_split
 from Deep_Learning_Model.cv import SPLITS, fold_numbers
@@ -84,6 +84,11 @@ def test_cv_trains_in_resumable_calls_scores_out_of_fold_and_trains_the_final_mo
     assert sorted(info["train_cases"]) == sorted(load_split(splits / "all.json")["train"])
     assert info["cv"]["cases"] == 4 and set(info["cv"]["scores"]) == {"WT", "TC", "ET"}
     assert meta["postprocess"] == tuning["chosen"]
+    from Deep_Learning_Model.predictor import Predictor
+
+    provenance = Predictor.from_export(tmp_path / "unet/final/export.pt", "cpu").provenance
+    summary = json.loads((tmp_path / "unet/cv/summary.json").read_text())
+    assert provenance.cv_scores["WT"] == pytest.approx(summary["WT"]["dice"]["mean"])
     best = [json.loads((tmp_path / f"unet/fold_{k}/train_summary.json").read_text())["best_epoch"] for k in (1, 2)]
     assert info["train_config"]["epochs"] == math.ceil(statistics.median(best))  # chosen from the CV
 

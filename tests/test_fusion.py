@@ -8,14 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from brats_core.cli import main as brats
 from brats_core.config import PreprocessConfig
-from brats_core.errors import ArtifactError, BratsError
+from brats_core.errors import BratsError, CheckpointError
 from brats_core.preprocessing import preprocess
-from brats_core.segmenters import load_segmenter
 from brats_core.synth import make_synthetic_case, write_dataset
 from Deep_Learning_Model.export import write_random_export
-from Deep_Learning_Model.fusion import FusionSegmenter
+from Deep_Learning_Model.fusion import FusionSegmenter, load_segmenter
+from Deep_Learning_Model.fusion import main as fusion_main
 from Deep_Learning_Model.heads import region_probabilities, restore_labels
 from Deep_Learning_Model.model import ModelConfig
 from Deep_Learning_Model.predictor import Predictor, slice_probabilities
@@ -70,16 +69,19 @@ def test_fusion_refuses_what_it_cannot_fuse(folder: Path, tmp_path: Path) -> Non
     binary = Predictor.from_export(write_random_export(tmp_path / "b.pt", _config("unet", num_classes=2)), "cpu")
     with pytest.raises(BratsError, match="whole-tumour"):
         FusionSegmenter([unet, binary])
-    with pytest.raises(ArtifactError, match="missing export"):
+    with pytest.raises(CheckpointError, match="missing export"):
         load_segmenter("fusion", tmp_path, device="cpu")
-    with pytest.raises(ArtifactError, match="takes a folder"):
+    with pytest.raises(CheckpointError, match="takes a folder"):
         load_segmenter("fusion", tmp_path / "u.pt", device="cpu")
 
 
-def test_brats_predict_with_the_fusion_model(folder: Path, tmp_path: Path) -> None:
+def test_fusion_command_writes_predictions_and_records_what_the_models_saw(folder: Path, tmp_path: Path) -> None:
     write_dataset(tmp_path / "cases", n=1, seed=3, shape=(40, 40, 24))
     out = tmp_path / "preds"
-    assert brats(["predict", "--model", "fusion", "--checkpoint", str(folder), "--device", "cpu", "--tta",
-                  "--out", str(out), str(tmp_path / "cases")]) == 0
+    assert fusion_main(["--checkpoint", str(folder), "--device", "cpu", "--tta", "--out", str(out),
+                        str(tmp_path / "cases")]) == 0
     (written,) = out.glob("*.nii.gz")
     assert written.stat().st_size > 0
+    assert fusion_main(["--checkpoint", str(tmp_path), "--out", str(out), str(tmp_path / "cases")]) == 1
+    provenance = load_segmenter("fusion", folder, "cpu").provenance
+    assert provenance.train_cases == () and provenance.cv_scores is None

@@ -19,12 +19,12 @@ from Deep_Learning_Model.export import (
     load_export,
     read_export,
     record_postprocess,
-    save_atomic,
     write_random_export,
 )
 from Deep_Learning_Model.heads import region_probabilities, restore_labels
 from Deep_Learning_Model.model import ModelConfig, build_model
 from Deep_Learning_Model.predictor import Predictor, predict_volume
+from Deep_Learning_Model.serialization import save_atomic
 from Deep_Learning_Model.training.losses import RegionBCEDiceLoss, build_loss, region_targets
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
