@@ -15,12 +15,14 @@ validation cases come from the training folds) and the final split ``splits/cv27
 - ``score`` predicts each finished fold's test cases from the cache (the served predictor: restore to the
   original grid, thresholds, TTA with ``--tta``) and scores them with the shared harness
   (:func:`brats_core.evaluation.evaluate_case` against the cached native-resolution labels, in the original
-  voxel space). It writes ``<out>/<model>/cv/{per_case.csv,summary.json,summary.md}`` over all out-of-fold
-  cases and ``postprocess.json``: the post-processing tuned on those predictions and the CV with it.
+  voxel space). It writes ``<out>/<model>/cv/{per_case.csv,summary.json,summary.md}`` (``cv_tta`` with the
+  flips) over all out-of-fold cases and ``postprocess.json``: the post-processing tuned on those predictions
+  and the CV with it (``postprocessed/``).
 - ``final`` trains on all cases for the median of the folds' best epochs, into ``<out>/<model>/final``; its
   export records the training cases, the CV summary and the tuned post-processing.
-- ``all`` does every step for unet and sspp (folds, scores of unet, sspp and their fusion, final models) within
-  ``--time-limit``, skipping what is done: the same command, called again, goes on where the last call stopped.
+- ``all`` does every step for unet and sspp (folds, scores of unet, sspp and their fusion, final models, then the
+  scores with test-time flips) within ``--time-limit``, skipping what is done: the same command, called again,
+  goes on where the last call stopped.
 """
 
 from __future__ import annotations
@@ -107,6 +109,11 @@ def _segmenter(model: str, out: Path, k: int, tta: bool, device: str | None):
     return predictors[0] if len(predictors) == 1 else FusionSegmenter(predictors, postprocess=PostprocessConfig())
 
 
+def cv_dir(out: Path, model: str, tta: bool = False) -> Path:
+    """Where the CV reports of ``model`` go: ``<out>/<model>/cv``, or ``cv_tta`` with test-time flips."""
+    return out / model / ("cv_tta" if tta else "cv")
+
+
 def _evaluate(item: tuple) -> dict:
     labels, reference, spacing, case_id, extra = item
     return {**evaluate_case(labels, reference, spacing, case_id), **extra}
@@ -133,7 +140,7 @@ def score_folds(model: str, out: Path, cache: Path, tta: bool = False, device: s
     post = [(apply_postprocess(p, s, config), r, s, i, {}) for p, r, s, i, _ in oof]
     with ProcessPoolExecutor(max(jobs, 1)) as pool:
         rows, with_post = list(pool.map(_evaluate, oof)), list(pool.map(_evaluate, post))
-    target = out / model / "cv"
+    target = cv_dir(out, model, tta)
     summary = write_reports(rows, target, title=f"{model}: {len(folds)}-fold CV, {len(rows)} out-of-fold cases (cache)")
     post = write_reports(with_post, target / "postprocessed", title=f"{model}: CV with tuned post-processing")
     (target / "postprocess.json").write_text(json.dumps(plain_data(report, "tuning report"), indent=1) + "\n")
@@ -176,9 +183,12 @@ def train_final(model: str, out: Path, options: dict, deadline: float, splits: P
     return finished
 
 
-def run_all(out: Path, cache: Path, options: dict, minutes: float, splits: Path = SPLITS, tta: bool = False,
+def run_all(out: Path, cache: Path, options: dict, minutes: float, splits: Path = SPLITS,
             device: str | None = None, jobs: int = 1) -> str:
-    """Every step for unet and sspp within ``minutes``, skipping what is done; returns where it stands."""
+    """Every step for unet and sspp within ``minutes``, skipping what is done; returns where it stands.
+
+    Order: the folds of unet then sspp, the CV of unet, sspp and fusion, the final models, then (an ablation
+    row) the CV of the three with test-time flips."""
     deadline = time.monotonic() + 60.0 * minutes
     folds = fold_numbers(splits)
     for model in FUSED:
@@ -186,14 +196,19 @@ def run_all(out: Path, cache: Path, options: dict, minutes: float, splits: Path 
         if train_folds(model, out, {**options, "model": model}, left, folds, splits) != folds:
             return f"{model} folds not finished; call again"
     for model in (*FUSED, "fusion"):
-        if not (out / model / "cv" / "summary.json").is_file():
+        if not (cv_dir(out, model) / "summary.json").is_file():
             if deadline - time.monotonic() < 120:
                 return "out of time before scoring; call again"
-            score_folds(model, out, cache, tta, device, splits, jobs)
+            score_folds(model, out, cache, False, device, splits, jobs)
     for model in FUSED:
         if not train_final(model, out, {**options, "model": model}, deadline, splits):
             return f"{model} final model not finished; call again"
-    return "done: folds, scores and final models of unet and sspp"
+    for model in (*FUSED, "fusion"):
+        if not (cv_dir(out, model, tta=True) / "summary.json").is_file():
+            if deadline - time.monotonic() < 120:
+                return "done but the scores with test-time flips; call again for those"
+            score_folds(model, out, cache, True, device, splits, jobs)
+    return "done: folds, scores (with and without test-time flips) and final models of unet and sspp"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -222,7 +237,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "all":
             options.pop("model")
-            print(f"cv all: {run_all(args.out, args.from_cache, options, args.time_limit, args.splits, args.tta, args.device, args.jobs)}")
+            status = run_all(args.out, args.from_cache, options, args.time_limit, args.splits, args.device, args.jobs)
+            print(f"cv all: {status}")
             return 0
         if args.command == "score":
             result = score_folds(args.model, args.out, args.from_cache, args.tta, args.device, args.splits,

@@ -97,9 +97,10 @@ def test_cv_all_does_every_step_and_then_nothing(cv_setup, tmp_path, capsys):
     cache, splits = cv_setup
     common = ["--from-cache", str(cache), "--out", str(tmp_path), "--splits", str(splits), "--jobs", "2"]
     assert cv(["all", *common, *TINY]) == 0
-    assert "done: folds, scores and final models" in capsys.readouterr().out
+    assert "done: folds, scores (with and without test-time flips) and final models" in capsys.readouterr().out
     for model in ("unet", "sspp", "fusion"):
-        assert json.loads((tmp_path / model / "cv" / "summary.json").read_text())["n_cases"] == 4
+        for folder in ("cv", "cv_tta"):
+            assert json.loads((tmp_path / model / folder / "summary.json").read_text())["n_cases"] == 4
     for model in ("unet", "sspp"):
         meta = load_export(tmp_path / model / "final" / "export.pt")[3]
         assert meta["info"]["cv"]["cases"] == 4
