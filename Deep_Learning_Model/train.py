@@ -62,6 +62,12 @@ def _fraction_or_none(text: str) -> float | None:
     return None if text.lower() == "none" else float(text)
 
 
+def _augmentation(name: str) -> AugmentConfig:
+    if name not in AUGMENTATIONS:
+        raise argparse.ArgumentTypeError(f"unknown augmentation {name!r}; choose {', '.join(AUGMENTATIONS)}")
+    return AUGMENTATIONS[name]
+
+
 def _positive_or_none(text: str) -> float | None:
     value = float(text)
     return value if value > 0 else None
@@ -105,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--size", type=int, help="in-plane slice size (default 128; with --from-cache: the cache's)")
     add("--oversample", type=_fraction_or_none, help="fraction of tumour-slice draws (none: plain shuffle)")
     add("--head", choices=("softmax", "regions"), help="softmax over 4 classes or sigmoid WT/TC/ET regions")
-    add("--augment", type=AUGMENTATIONS.__getitem__, metavar="{default,strong}",
+    add("--augment", type=_augmentation, metavar="{default,strong}",
         help="augmentation: default (flips, rotation/scaling, intensity) or strong (+ gamma, noise, blur)")
     add("--no-augment", dest="augment", action="store_const", const=None, help="disable augmentation")
     add("--resident", action=argparse.BooleanOptionalAction,

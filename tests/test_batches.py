@@ -149,3 +149,22 @@ def test_resident_training_equals_the_dataloader_training(train_set, tmp_path: P
         states.append(trainer.net.state_dict())
     for a, b in zip(*(s.values() for s in states), strict=True):
         assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize(("option", "message"), [
+    (["--augment", "heavy"], "unknown augmentation 'heavy'; choose default, strong"),
+    (["--head", "sigmoid"], "invalid choice: 'sigmoid'"),
+])  # fmt: skip
+def test_bad_recipe_options_are_refused(option, message, capsys):
+    from Deep_Learning_Model.train import main as train_main
+
+    with pytest.raises(SystemExit):
+        train_main(["--model", "unet", *option])
+    assert message in capsys.readouterr().err
+
+
+def test_recipe_options_select_the_config():
+    from Deep_Learning_Model.train import build_parser
+
+    args = vars(build_parser().parse_args(["--augment", "strong", "--head", "regions", "--resident"]))
+    assert args == {"augment": STRONG_AUGMENT, "head": "regions", "resident": True}
