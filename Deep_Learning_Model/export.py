@@ -4,7 +4,11 @@ An export is one ``torch.save`` file holding only tensors and plain Python data 
 
     {"format": "brats-seg-export", "version": 1,
      "model_config": ModelConfig.to_dict(), "preprocess": PreprocessConfig.to_dict(),
-     "metrics": {...}, "info": {...}, "state_dict": {name: fp16 tensor (integer buffers unchanged)}}
+     "metrics": {...}, "info": {...}, "state_dict": {name: fp16 tensor (integer buffers unchanged)},
+     "postprocess": PostprocessConfig.to_dict()}   # optional: tuned thresholds and label post-processing
+
+The output head (softmax or WT/TC/ET regions) is ``model_config["head"]``; exports written before that field
+existed have none and load as softmax models.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from torch import nn
 
 from brats_core.config import PreprocessConfig
 from brats_core.errors import BratsError, CheckpointError
+from brats_core.postprocess import PostprocessConfig
 from Deep_Learning_Model.model import ModelConfig, build_model
 from Deep_Learning_Model.serialization import load_versioned, plain_data, save_atomic
 
@@ -30,8 +35,12 @@ def save_export(
     preprocess: PreprocessConfig,
     metrics: dict,
     info: dict,
+    postprocess: PostprocessConfig | None = None,
 ) -> Path:
-    """Write the inference export of ``model`` to ``path`` atomically (:func:`save_atomic`)."""
+    """Write the inference export of ``model`` to ``path`` atomically (:func:`save_atomic`).
+
+    ``postprocess`` (tuned thresholds and label post-processing) is recorded when given; the predictor applies it.
+    """
     state = {
         name: (t.detach().to("cpu", torch.float16) if t.is_floating_point() else t.detach().cpu()).contiguous()
         for name, t in model.state_dict().items()
@@ -45,6 +54,17 @@ def save_export(
         "info": plain_data(info, "export field info"),
         "state_dict": state,
     }
+    if postprocess is not None:
+        payload["postprocess"] = postprocess.to_dict()
+    return save_atomic(payload, path)
+
+
+def record_postprocess(path: Path | str, postprocess: PostprocessConfig, report: dict | None = None) -> Path:
+    """Rewrite the export at ``path`` with ``postprocess`` recorded (and the tuning ``report`` in its info)."""
+    payload = read_export(path)
+    payload["postprocess"] = postprocess.to_dict()
+    if report is not None:
+        payload["info"] = {**payload.get("info", {}), "postprocess_tuning": plain_data(report, "tuning report")}
     return save_atomic(payload, path)
 
 
@@ -100,5 +120,10 @@ def load_export(
     except RuntimeError as exc:
         raise CheckpointError(f"{path}: weights do not match the model configuration: {exc}") from exc
     model.to(device).eval()
-    meta = {"metrics": payload.get("metrics", {}), "info": payload.get("info", {}), "path": str(path)}
+    try:
+        postprocess = PostprocessConfig.from_dict(payload.get("postprocess") or {})
+    except (BratsError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: invalid post-processing record in export ({exc})") from exc
+    meta = {"metrics": payload.get("metrics", {}), "info": payload.get("info", {}), "path": str(path),
+            "postprocess": postprocess.to_dict()}
     return model, model_config, preprocess, meta

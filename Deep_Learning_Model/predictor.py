@@ -4,7 +4,8 @@ The model is loaded once; a case is preprocessed with :mod:`brats_core.preproces
 in batches under ``torch.inference_mode`` in channels_last with :func:`autocast` (bf16 on CPUs with native
 bf16, else fp32; bf16 or fp16 on CUDA), optionally with flip test-time augmentation, and the class
 probabilities are mapped back to the original geometry (bilinear in-plane, :meth:`Geometry.restore_argmax`)
-before the argmax.
+before the argmax (softmax head) or the thresholds (regions head, :mod:`Deep_Learning_Model.heads`), then the
+post-processing recorded in the export, if any (:mod:`brats_core.postprocess`).
 """
 
 from __future__ import annotations
@@ -17,14 +18,16 @@ import torch
 from torch import nn
 
 from brats_core.cases import Case
-from brats_core.config import LABELS, REGIONS, PreprocessConfig
+from brats_core.config import REGIONS, PreprocessConfig
 from brats_core.dataset import stack_context
 from brats_core.device import autocast, resolve_device
 from brats_core.errors import CheckpointError
+from brats_core.postprocess import PostprocessConfig, apply_postprocess
 from brats_core.preprocessing import Geometry, Preprocessed, preprocess
 from brats_core.provenance import Provenance
 from Deep_Learning_Model.export import load_export
-from Deep_Learning_Model.model import BINARY_TUMOUR_LABEL, ModelConfig
+from Deep_Learning_Model.heads import class_labels, probabilities, restore_labels
+from Deep_Learning_Model.model import ModelConfig
 
 #: Slices per forward pass: 8 to 32 cost the same CPU time per case (benchmarks/inference_cpu.py), 16 keeps
 #: the activations of a 128x128 base-32 model near 0.5 GB.
@@ -57,8 +60,10 @@ def slice_probabilities(
     tta: bool = False,
     batch_size: int = DEFAULT_BATCH_SIZE,
     amp: bool = True,
+    head: str = "softmax",
 ) -> torch.Tensor:
-    """Softmax probabilities (Z', K, S, S) float32 on the CPU for the slices ``images`` (Z', C, S, S).
+    """Probabilities (Z', K, S, S) float32 on the CPU for the slices ``images`` (Z', C, S, S): the softmax of a
+    ``softmax`` head, the WT/TC/ET sigmoids of a ``regions`` head (:func:`Deep_Learning_Model.heads.probabilities`).
 
     ``images`` may be any array or tensor, read-only float16 memory maps of the cache included: only one
     batch of slices (and its ``context`` neighbours) at a time is copied to ``device`` as float32.
@@ -80,17 +85,11 @@ def slice_probabilities(
             x = stack_context(window, index, context).contiguous(memory_format=torch.channels_last)
             probs = None
             for dims in flips:
-                logits = model(x.flip(dims) if dims else x).float()
-                p = torch.softmax(logits, dim=1)
+                p = probabilities(model(x.flip(dims) if dims else x), head)
                 p = p.flip(dims) if dims else p
                 probs = p if probs is None else probs + p
             chunks.append((probs / len(flips)).cpu())
     return torch.cat(chunks)
-
-
-def class_labels(num_classes: int) -> tuple[int, ...]:
-    """BraTS label of each class index: 0/1/2/4 of a 4-class model, 0 and the whole tumour of a binary one."""
-    return (0, BINARY_TUMOUR_LABEL) if num_classes == 2 else LABELS
 
 
 def restore_argmax(probs: torch.Tensor, geometry: Geometry, chunk: int = 32) -> np.ndarray:
@@ -110,13 +109,16 @@ def predict_volume(
     tta: bool = False,
     batch_size: int = DEFAULT_BATCH_SIZE,
     amp: bool = True,
+    head: str = "softmax",
+    thresholds: tuple[float, ...] | None = None,
 ) -> np.ndarray:
     """Label map (X, Y, Z) uint8 0/1/2/4 in the original geometry for preprocessed slices (Z', 4, S, S).
 
     Shared by :class:`Predictor` and validation during training; ``model`` is in eval mode on ``device``.
+    ``thresholds``: of the WT/TC/ET probabilities of a regions head (default 0.5 each).
     """
-    probs = slice_probabilities(model, images, device, context, tta, batch_size, amp)
-    return restore_argmax(probs, geometry)
+    probs = slice_probabilities(model, images, device, context, tta, batch_size, amp, head)
+    return restore_labels(probs, geometry, head, thresholds)
 
 
 class Predictor:
@@ -142,6 +144,8 @@ class Predictor:
         self.amp = amp
         self.name = model_config.arch
         self.meta = meta or {}
+        #: Thresholds and label post-processing recorded in the export (none: 0.5 thresholds, no change).
+        self.postprocess = PostprocessConfig.from_dict(self.meta.get("postprocess") or {})
 
     @classmethod
     def from_export(
@@ -159,11 +163,16 @@ class Predictor:
 
     @property
     def provenance(self) -> Provenance:
-        """The export's training record: cases, validation Dice of the best epoch, time and machine."""
+        """The export's training record: cases, scores (the cross-validation's mean Dice when ``cv.py`` recorded
+        one, else the validation Dice of the best epoch), time and machine."""
         info, metrics = self.meta.get("info", {}), self.meta.get("metrics", {})
         scores = {key: float(metrics[key]["dice"]) for key in REGIONS if isinstance(metrics.get(key), dict)}
         if metrics.get("mean_dice") is not None:
             scores["mean"] = float(metrics["mean_dice"])
+        cv = info.get("cv", {}).get("scores")
+        if cv:
+            scores = {region: float(cv[region]["dice"]["mean"]) for region in REGIONS}
+            scores["mean"] = sum(scores.values()) / len(REGIONS)
         return Provenance(
             train_cases=tuple(info.get("train_cases", ())), val_cases=tuple(info.get("val_cases", ())),
             cv_scores=scores or None, train_seconds=info.get("train_seconds"),
@@ -172,10 +181,11 @@ class Predictor:
 
     def predict_preprocessed(self, pre: Preprocessed) -> np.ndarray:
         """Labels (X, Y, Z) uint8 in the original geometry for an already preprocessed case."""
-        return predict_volume(
+        labels = predict_volume(
             self.model, pre.images, pre.geometry, self.device, self.model_config.context, self.tta, self.batch_size,
-            self.amp,
+            self.amp, self.model_config.head, self.postprocess.thresholds,
         )
+        return apply_postprocess(labels, pre.geometry.spacing, self.postprocess)
 
     def predict(self, case: Case) -> np.ndarray:
         """Labels (X, Y, Z) uint8 0/1/2/4 with ``case.shape``."""

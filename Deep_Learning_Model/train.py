@@ -23,7 +23,13 @@ import torch
 from brats_core.errors import BratsError
 from brats_core.provenance import this_machine, today
 from Deep_Learning_Model.model import ARCHS, count_parameters
-from Deep_Learning_Model.training.config import PRESETS, TrainConfig, make_config
+from Deep_Learning_Model.training.config import (
+    PRESETS,
+    STRONG_AUGMENT,
+    AugmentConfig,
+    TrainConfig,
+    make_config,
+)
 from Deep_Learning_Model.training.data import TrainingData, load_training_data
 from Deep_Learning_Model.training.distributed import (
     DistContext,
@@ -43,6 +49,8 @@ RESUME_OVERRIDABLE = frozenset(
     {"device", "amp", "channels_last", "workers", "data", "from_cache", "cache_dir", "out", "export",
      "val_every", "val_batch_size", "val_tta"}
 )
+#: ``--augment NAME``: the augmentation settings it selects.
+AUGMENTATIONS: dict[str, AugmentConfig] = {"default": AugmentConfig(), "strong": STRONG_AUGMENT}
 
 
 def _none_if_zero(text: str) -> int | None:
@@ -52,6 +60,12 @@ def _none_if_zero(text: str) -> int | None:
 
 def _fraction_or_none(text: str) -> float | None:
     return None if text.lower() == "none" else float(text)
+
+
+def _augmentation(name: str) -> AugmentConfig:
+    if name not in AUGMENTATIONS:
+        raise argparse.ArgumentTypeError(f"unknown augmentation {name!r}; choose {', '.join(AUGMENTATIONS)}")
+    return AUGMENTATIONS[name]
 
 
 def _positive_or_none(text: str) -> float | None:
@@ -96,7 +110,12 @@ def build_parser() -> argparse.ArgumentParser:
     add("--context", type=int, help="neighbouring slices on each side fed as extra channels")
     add("--size", type=int, help="in-plane slice size (default 128; with --from-cache: the cache's)")
     add("--oversample", type=_fraction_or_none, help="fraction of tumour-slice draws (none: plain shuffle)")
+    add("--head", choices=("softmax", "regions"), help="softmax over 4 classes or sigmoid WT/TC/ET regions")
+    add("--augment", type=_augmentation, metavar="{default,strong}",
+        help="augmentation: default (flips, rotation/scaling, intensity) or strong (+ gamma, noise, blur)")
     add("--no-augment", dest="augment", action="store_const", const=None, help="disable augmentation")
+    add("--resident", action=argparse.BooleanOptionalAction,
+        help="keep the training slices on the device and augment there in batches (no DataLoader workers)")
     add("--device", help="auto | cpu | cuda | cuda:N")
     add("--amp", action=argparse.BooleanOptionalAction, help="mixed precision (bf16, or fp16 + GradScaler)")
     add("--channels-last", action=argparse.BooleanOptionalAction)
@@ -108,6 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--val-tta", action=argparse.BooleanOptionalAction, help="flip test-time augmentation in validation")
     add("--resume", help="continue the run of this training state (last.pt)")
     add("--stop-after", type=int, help="run at most N epochs in this invocation (resume later)")
+    add("--time-limit", type=float, metavar="MINUTES",
+        help="stop after the last epoch that ends within MINUTES of the start (resume later)")
     return parser
 
 
@@ -170,6 +191,8 @@ def run(overrides: dict, ctx: DistContext) -> int:
     preset = overrides.pop("preset", None)
     resume = overrides.pop("resume", None)
     stop_after = overrides.pop("stop_after", None)
+    time_limit = overrides.pop("time_limit", None)
+    deadline = None if time_limit is None else time.monotonic() + 60.0 * time_limit
     explicit = set(overrides)
     state = None
     if resume is not None:
@@ -201,7 +224,7 @@ def run(overrides: dict, ctx: DistContext) -> int:
             write_json(cfg.out_dir / "config.json", cfg.to_dict())
             print(_describe(trainer), file=sys.stderr)
         start = time.perf_counter()
-        trainer.fit(stop_after)
+        trainer.fit(stop_after, deadline)
         if ctx.is_main:
             seconds = time.perf_counter() - start
             info = {"train_config": cfg.to_dict(), "train_cases": data.train_ids, "val_cases": data.val_ids,

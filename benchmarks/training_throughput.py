@@ -3,8 +3,9 @@
 Each measurement builds a fresh model and AdamW, runs ``--warmup`` optimiser steps (oneDNN/cuDNN pick their
 kernels there), then times ``--steps`` steps of the real training step
 (:func:`Deep_Learning_Model.training.loop.train_step`: forward, Dice + CE loss, backward, clipping, AdamW) on
-random batches already in memory, so data loading is excluded; augmentation cost per worker is measured
-separately. On CPU the modes are ``fp32`` and ``bf16_channels_last``; on CUDA ``fp32`` and
+random batches already in memory, so data loading is excluded; augmentation cost per worker (batches of
+``--batch-size``, every transform of ``augment_batch``) is measured separately; ``training_gpu.py`` measures
+training with the data included. On CPU the modes are ``fp32`` and ``bf16_channels_last``; on CUDA ``fp32`` and
 ``amp_channels_last`` (bf16, or fp16 + GradScaler). The process is pinned to ``--cores`` cores
 (``_common.pin_cores``, which also sets ``OMP_WAIT_POLICY=PASSIVE``) before torch is imported; the load
 average is reported because other processes on a shared machine slow every figure. The last stdout line is
@@ -61,24 +62,24 @@ def measure(arch: str, precision, args: argparse.Namespace) -> float:
     return args.batch_size * args.steps / (time.perf_counter() - start)
 
 
-def augment_throughput(size: int, seconds: float = 2.0) -> float:
-    """Slices/s one DataLoader worker (one torch thread) augments, with every transform applied."""
-    import numpy as np
+def augment_throughput(size: int, batch_size: int, seconds: float = 2.0) -> float:
+    """Slices/s one DataLoader worker (one torch thread) augments, batch by batch, with every transform applied."""
     import torch
 
-    from Deep_Learning_Model.training.augment import SliceAugmentation
+    from Deep_Learning_Model.training.augment import augment_batch
     from Deep_Learning_Model.training.config import AugmentConfig
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    augment = SliceAugmentation(AugmentConfig(flip_prob=1.0, affine_prob=1.0, intensity_prob=1.0))
-    rng = np.random.default_rng(0)
-    image = rng.standard_normal((4, size, size)).astype(np.float32)
-    target = rng.integers(0, 4, (size, size)).astype(np.int64)
+    config = AugmentConfig(flip_prob=1.0, affine_prob=1.0, intensity_prob=1.0, gamma_prob=1.0, noise_prob=1.0,
+                           blur_prob=1.0)
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randn(batch_size, 4, size, size, generator=generator)
+    targets = torch.randint(0, 4, (batch_size, size, size), generator=generator)
     count, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
-        augment(image, target)
-        count += 1
+        augment_batch(images, targets, config, generator)
+        count += batch_size
     rate = count / (time.perf_counter() - start)
     torch.set_num_threads(threads)
     return rate
@@ -104,7 +105,7 @@ def run(args: argparse.Namespace, cores: int) -> dict:
             print(f"{arch:5s} {name:20s} {rate:8.2f} slices/s", flush=True)
         fast = max(v for k, v in results[arch].items() if k != "fp32")
         results[arch]["speedup"] = round(fast / results[arch]["fp32"], 2)
-    augment = augment_throughput(args.size)
+    augment = augment_throughput(args.size, args.batch_size)
     print(f"augmentation: {augment:.0f} slices/s per worker", flush=True)
     return {
         "benchmark": "training_throughput",

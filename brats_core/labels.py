@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from brats_core.config import LABELS, REGIONS
@@ -38,3 +40,17 @@ def regions_to_labels(regions: np.ndarray) -> np.ndarray:
     out[tc] = 1
     out[et] = 4
     return out
+
+
+def region_scores_to_labels(scores: np.ndarray, thresholds: Sequence[float] = (0.5, 0.5, 0.5)) -> np.ndarray:
+    """Labels 0/1/2/4 (uint8) from region scores ``(3, ...)`` (WT, TC, ET probabilities, e.g. of a sigmoid head).
+
+    Each region is its score above its threshold; the masks are then nested as in :func:`regions_to_labels`
+    (ET -> 4, TC \\ ET -> 1, WT \\ TC -> 2: an ET or TC voxel is tumour even where the WT score is lower).
+    """
+    scores = np.asarray(scores)
+    if scores.shape[0] != len(REGIONS) or len(thresholds) != len(REGIONS):
+        raise ValueError(
+            f"need {len(REGIONS)} region scores and thresholds (WT, TC, ET), got {scores.shape[0]} and {len(thresholds)}"
+        )
+    return regions_to_labels([score > threshold for score, threshold in zip(scores, thresholds, strict=True)])

@@ -5,7 +5,7 @@ clipping to percentiles), zero-pads each axial slice to a square and resizes it 
 axes stay in (X, Y) order: ``images[z, c, i, j]`` comes from voxel ``(x0 + i', y0 + j', z0 + z)`` where
 ``(i', j')`` is ``(i, j)`` mapped back through the resize and the padding. ``Geometry`` records all of it,
 so ``to_grid`` maps any other volume of the case onto the same slices and ``restore_labels`` /
-``restore_scores`` / ``restore_argmax`` put slice-level outputs back in the case's original geometry.
+``restore_scores`` / ``restore_argmax`` / ``restore_regions`` put slice-level outputs back in the case's original geometry.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from brats_core.cases import Case
 from brats_core.config import PreprocessConfig
 from brats_core.errors import BratsError
+from brats_core.labels import region_scores_to_labels
 
 #: Floor of the intensity standard deviation used for z-scoring (a constant modality maps to 0).
 STD_FLOOR = 1e-6
@@ -178,18 +179,39 @@ class Geometry:
         outside the crop the value is that of class 0. The argmax is taken ``chunk`` slices at a time on the
         crop, so a BraTS case never holds its 143 MB of restored float scores.
         """
+        table = np.arange(scores.shape[1], dtype=np.uint8) if labels is None else np.asarray(labels, np.uint8)
+
+        def decide(crop: torch.Tensor) -> np.ndarray:
+            # argmax over a contiguous last axis: several times faster than over dim 1 of an NCHW tensor
+            return table[crop.permute(0, 2, 3, 1).contiguous().argmax(dim=-1).numpy()]
+
+        return self._restore_chunks(scores, decide, int(table[0]), chunk)
+
+    def restore_regions(
+        self, scores: np.ndarray | torch.Tensor, thresholds: Sequence[float] = (0.5, 0.5, 0.5), chunk: int = 32
+    ) -> np.ndarray:
+        """BraTS labels (X, Y, Z) uint8 of region scores (Z', 3, S, S) (WT, TC, ET probabilities).
+
+        The scores are restored bilinearly like :meth:`restore_scores`, thresholded and nested by
+        :func:`brats_core.labels.region_scores_to_labels`, ``chunk`` slices at a time; 0 outside the crop.
+        """
+        thresholds = tuple(float(t) for t in thresholds)
+        return self._restore_chunks(
+            scores, lambda crop: region_scores_to_labels(crop.numpy().swapaxes(0, 1), thresholds), 0, chunk
+        )
+
+    def _restore_chunks(self, scores: np.ndarray | torch.Tensor, decide, outside: int, chunk: int) -> np.ndarray:
+        """uint8 (X, Y, Z): ``decide`` maps each chunk of scores restored on the crop, float32 (N, K, W, H), to
+        uint8 (N, W, H); voxels outside the crop get ``outside``."""
         self._check(scores, "scores", 4)
         width, height, depth = self.crop_shape
-        classes = torch.empty((depth, width, height), dtype=torch.uint8)
+        values = np.empty((depth, width, height), dtype=np.uint8)
         for start in range(0, depth, chunk):
             block = scores[start : start + chunk]
             block = block if torch.is_tensor(block) else torch.from_numpy(np.array(block, dtype=np.float32))
-            # argmax over a contiguous last axis: several times faster than over dim 1 of an NCHW tensor
-            crop = self._from_grid(block).permute(0, 2, 3, 1).contiguous()
-            classes[start : start + chunk] = crop.argmax(dim=-1)
-        table = np.arange(scores.shape[1], dtype=np.uint8) if labels is None else np.asarray(labels, np.uint8)
-        out = np.full(self.shape, table[0], dtype=np.uint8)
-        self._crop(out)[...] = table[classes.numpy()].transpose(1, 2, 0)
+            values[start : start + chunk] = decide(self._from_grid(block))
+        out = np.full(self.shape, outside, dtype=np.uint8)
+        self._crop(out)[...] = values.transpose(1, 2, 0)
         return out
 
 

@@ -23,8 +23,7 @@ from brats_core.split import save_split
 from Deep_Learning_Model import predictor as predictor_module
 from Deep_Learning_Model.export import load_export
 from Deep_Learning_Model.train import main as train_main
-from Deep_Learning_Model.training.augment import SliceAugmentation
-from Deep_Learning_Model.training.config import PRESETS, AugmentConfig, TrainConfig, make_config
+from Deep_Learning_Model.training.config import PRESETS, TrainConfig, make_config
 from Deep_Learning_Model.training.data import TrainingData
 from Deep_Learning_Model.training.distributed import DistContext
 from Deep_Learning_Model.training.loop import Trainer, train_step
@@ -136,52 +135,6 @@ def test_sampler_shards_are_disjoint_parts_of_one_draw():
 def test_sampler_without_oversampling_is_a_permutation():
     sampler = SliceSampler(np.zeros(10, dtype=bool), 10, oversample=None, seed=0)
     assert sorted(sampler) == list(range(10))
-
-
-# ------------------------------------------------------------------------------------------------ augmentation
-def _slice(rng: np.random.Generator, channels: int = 4) -> tuple[np.ndarray, np.ndarray]:
-    image = np.zeros((channels, SIZE, SIZE), dtype=np.float32)
-    image[:, 6:26, 8:24] = rng.standard_normal((channels, 20, 16))
-    target = np.zeros((SIZE, SIZE), dtype=np.int64)
-    target[10:18, 12:20] = 2
-    target[12:16, 14:18] = 3
-    return image, target
-
-
-def test_augmentation_keeps_shapes_labels_and_background():
-    image, target = _slice(np.random.default_rng(0), channels=12)
-    augment = SliceAugmentation(AugmentConfig(flip_prob=1.0, affine_prob=1.0, intensity_prob=1.0))
-    torch.manual_seed(0)
-    for _ in range(10):
-        out_image, out_target = augment(image, target)
-        assert out_image.shape == image.shape and out_image.dtype == np.float32
-        assert out_target.shape == target.shape and out_target.dtype == np.int64
-        assert set(np.unique(out_target)) <= {0, 2, 3}  # nearest neighbour: no new label values
-        assert np.all(out_image[:, :3, :] == 0)  # the zero border stays background
-    torch.manual_seed(7)
-    first = augment(image, target)
-    torch.manual_seed(7)
-    second = augment(image, target)
-    assert all(np.array_equal(a, b) for a, b in zip(first, second, strict=True))
-
-
-def test_flip_only_augmentation_is_an_exact_mirror():
-    image, target = _slice(np.random.default_rng(1))
-    config = AugmentConfig(flip_prob=1.0, affine_prob=0.0, intensity_prob=0.0)
-    out_image, out_target = SliceAugmentation(config)(image, target)
-    np.testing.assert_array_equal(out_image, image[:, ::-1, ::-1])
-    np.testing.assert_array_equal(out_target, target[::-1, ::-1])
-
-
-def test_intensity_augmentation_changes_each_modality_consistently_across_context():
-    image, target = _slice(np.random.default_rng(2), channels=12)
-    image[4:8] = image[0:4]  # the same slice as neighbour: both must get the same change
-    config = AugmentConfig(flip_prob=0.0, affine_prob=0.0, intensity_prob=1.0)
-    torch.manual_seed(3)
-    out, _ = SliceAugmentation(config)(image, target)
-    np.testing.assert_allclose(out[4:8], out[0:4])
-    assert not np.allclose(out[0:4], image[0:4])
-    assert np.all(out[:, image.any(axis=0) == 0] == 0)
 
 
 # ------------------------------------------------------------------------------------------------ loss and schedule

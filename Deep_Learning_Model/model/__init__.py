@@ -12,6 +12,12 @@ from Deep_Learning_Model.model.sspp import SwinSPP
 from Deep_Learning_Model.model.unet import DOWNSAMPLING, UNet
 
 ARCHS: tuple[str, ...] = ("unet", "sspp")
+#: Output heads: ``softmax`` over the ``num_classes`` classes (argmax gives the labels), or ``regions``: three
+#: sigmoid channels WT, TC, ET (nnU-Net's region-based BraTS training; labels rebuilt by
+#: :func:`brats_core.labels.region_scores_to_labels`).
+HEADS: tuple[str, ...] = ("softmax", "regions")
+#: Output channels of the ``regions`` head (WT, TC, ET).
+REGION_CHANNELS = 3
 #: BraTS label written for the tumour class of a binary (whole-tumour) model: its largest component, edema.
 BINARY_TUMOUR_LABEL = 2
 
@@ -43,6 +49,8 @@ class ModelConfig:
     sspp_dim: int | None = 128
     sspp_mlp_ratio: float = 4.0
     sspp_reduction: int = 4
+    #: Output head (see :data:`HEADS`); exports written before the field existed load as ``softmax``.
+    head: str = "softmax"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "sspp_windows", tuple(int(w) for w in self.sspp_windows))
@@ -52,6 +60,11 @@ class ModelConfig:
     def channels(self) -> int:
         """Number of input channels of the network."""
         return self.in_channels * (2 * self.context + 1)
+
+    @property
+    def out_channels(self) -> int:
+        """Number of output channels: the classes of a softmax head, WT/TC/ET of a regions head."""
+        return REGION_CHANNELS if self.head == "regions" else self.num_classes
 
     @property
     def bottleneck_channels(self) -> int:
@@ -73,6 +86,10 @@ class ModelConfig:
             problems.append(f"arch {self.arch!r} is not one of {ARCHS}")
         if self.num_classes not in (2, 4):
             problems.append(f"num_classes must be 4 (BraTS classes) or 2 (whole tumour), got {self.num_classes}")
+        if self.head not in HEADS:
+            problems.append(f"head {self.head!r} is not one of {HEADS}")
+        elif self.head == "regions" and self.num_classes != 4:
+            problems.append("the regions head needs num_classes 4 (it rebuilds labels 1, 2 and 4 from WT/TC/ET)")
         if self.in_channels < 1 or self.context < 0 or self.base_width < 1:
             problems.append("in_channels and base_width must be >= 1 and context >= 0")
         if self.input_size < DOWNSAMPLING or self.input_size % DOWNSAMPLING:
@@ -104,7 +121,7 @@ class ModelConfig:
 
 
 def build_model(config: ModelConfig) -> nn.Module:
-    """The network of ``config``: (N, config.channels, H, W) -> logits (N, config.num_classes, H, W).
+    """The network of ``config``: (N, config.channels, H, W) -> logits (N, config.out_channels, H, W).
 
     The SSPP model needs ``H = W = config.input_size`` (its attention windows are laid out for that grid).
     ``config`` is valid by construction (frozen, checked in ``__post_init__``).
@@ -120,7 +137,7 @@ def build_model(config: ModelConfig) -> nn.Module:
             mlp_ratio=config.sspp_mlp_ratio,
             reduction=config.sspp_reduction,
         )
-    return UNet(config.channels, config.num_classes, config.base_width, bottleneck)
+    return UNet(config.channels, config.out_channels, config.base_width, bottleneck)
 
 
 def count_parameters(model: nn.Module) -> int:

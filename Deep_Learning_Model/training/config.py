@@ -25,7 +25,7 @@ DICE_TARGETS: tuple[str, ...] = tuple(DICE_GROUPS)
 
 @dataclass(frozen=True)
 class AugmentConfig:
-    """On-the-fly slice augmentation (see :mod:`Deep_Learning_Model.training.augment`)."""
+    """Batch augmentation of training slices (see :mod:`Deep_Learning_Model.training.augment`)."""
 
     #: Probability of mirroring each in-plane axis.
     flip_prob: float = 0.5
@@ -41,14 +41,43 @@ class AugmentConfig:
     intensity_scale_sd: float = 0.1
     #: Additive shift drawn from N(0, sd) per modality (images are z-scored, so this is in SD units).
     intensity_shift_sd: float = 0.1
+    #: Probability of a per-modality gamma change (range kept), gamma uniform in ``gamma_range``.
+    gamma_prob: float = 0.0
+    gamma_range: tuple[float, float] = (0.7, 1.5)
+    #: Probability of additive Gaussian noise inside the brain, its sd uniform in [0, noise_sd].
+    noise_prob: float = 0.0
+    noise_sd: float = 0.1
+    #: Probability of a Gaussian blur inside the brain, sigma (pixels) uniform in ``blur_sigma``.
+    blur_prob: float = 0.0
+    blur_sigma: tuple[float, float] = (0.5, 1.0)
+
+    def __post_init__(self) -> None:
+        problems = [f"{name} must be in [0, 1]" for name in ("flip_prob", "affine_prob", "intensity_prob",
+                    "gamma_prob", "noise_prob", "blur_prob") if not 0 <= getattr(self, name) <= 1]  # fmt: skip
+        for name in RANGES:
+            low, high = getattr(self, name)
+            if not 0 < low <= high:
+                problems.append(f"{name} must be (low, high) with 0 < low <= high, got {getattr(self, name)}")
+        if min(self.rotate_degrees, self.intensity_scale_sd, self.intensity_shift_sd, self.noise_sd) < 0:
+            problems.append("rotate_degrees and the sds must be >= 0")
+        if problems:
+            raise BratsError("invalid augmentation config: " + "; ".join(problems))
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        return {k: list(v) if k in RANGES else v for k, v in data.items()}
 
     @classmethod
     def from_dict(cls, data: dict) -> AugmentConfig:
         check_known_fields(cls, data, "augmentation config")
-        data = dict(data)
-        if "scale_range" in data:
-            data["scale_range"] = tuple(data["scale_range"])
-        return cls(**data)
+        return cls(**{k: tuple(v) if k in RANGES else v for k, v in data.items()})
+
+
+#: The (low, high) fields of :class:`AugmentConfig` (lists in JSON).
+RANGES: tuple[str, ...] = ("scale_range", "gamma_range", "blur_sigma")
+#: Stronger intensity and contrast augmentation (nnU-Net's probabilities): gamma, per-modality scaling, noise, blur.
+STRONG_AUGMENT = AugmentConfig(intensity_prob=0.5, intensity_scale_sd=0.15, gamma_prob=0.3, noise_prob=0.15,
+                               blur_prob=0.2)
 
 
 @dataclass(frozen=True)
@@ -60,6 +89,8 @@ class TrainConfig:
     base_width: int = 32
     context: int = 0
     size: int = 128
+    #: Output head: ``softmax`` over the 4 classes, or ``regions`` (sigmoid WT/TC/ET trained with BCE + Dice).
+    head: str = "softmax"
     # optimisation
     epochs: int = 40
     #: Cap on the optimiser steps of an epoch (nnU-Net style); ``None`` = one pass over the training slices.
@@ -82,6 +113,9 @@ class TrainConfig:
     #: a uniform shuffle without replacement (the original recipe).
     oversample: float | None = 0.33
     augment: AugmentConfig | None = field(default_factory=AugmentConfig)
+    #: Keep the training slices on the device as tensors and sample and augment there, in batches
+    #: (:class:`Deep_Learning_Model.training.batches.ResidentSlices`), instead of DataLoader workers.
+    resident: bool = False
     # runtime
     device: str = "auto"
     #: Mixed precision: bf16 autocast (CPU, or CUDA with bf16), fp16 autocast + GradScaler on older GPUs.
@@ -150,6 +184,7 @@ class TrainConfig:
             num_classes=NUM_CLASSES,
             base_width=self.base_width,
             input_size=self.size,
+            head=self.head,
         )
 
     @property
@@ -162,8 +197,7 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         data = asdict(self)
-        if self.augment is not None:
-            data["augment"]["scale_range"] = list(self.augment.scale_range)
+        data["augment"] = None if self.augment is None else self.augment.to_dict()
         return data
 
     @classmethod
@@ -194,6 +228,11 @@ PRESETS: dict[str, dict] = {
     },
     # Training on a 2-core CPU: short epochs so validation and training state come every couple of minutes.
     "cpu-fast": {"epochs": 30, "max_steps_per_epoch": 100, "warmup_epochs": 0.5, "workers": 1},
+    # The recipe for the 27-case cross-validation on a lent GPU (Deep_Learning_Model/README.md, "Training on a
+    # lent GPU"): region head, stronger intensity augmentation, training set resident on the device, batch 32,
+    # longer training. Every change is a candidate to keep only if the CV shows it helps (the ablation rows).
+    "cv27": {"head": "regions", "augment": STRONG_AUGMENT, "resident": True, "batch_size": 32, "epochs": 60,
+             "max_steps_per_epoch": 150, "warmup_epochs": 2.0, "oversample": 0.33, "workers": 0, "val_every": 10},
 }
 
 

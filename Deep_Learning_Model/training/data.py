@@ -16,7 +16,6 @@ from brats_core.config import DEFAULT_SPLIT, PreprocessConfig
 from brats_core.dataset import SliceDataset
 from brats_core.errors import BratsError
 from brats_core.split import load_split
-from Deep_Learning_Model.training.augment import SliceAugmentation
 from Deep_Learning_Model.training.config import TrainConfig
 from Deep_Learning_Model.training.distributed import DistContext, barrier
 
@@ -85,6 +84,5 @@ def load_training_data(cfg: TrainConfig, ctx: DistContext) -> TrainingData:
     unlabelled = [f"{e.case_id} ({e.path})" for e in val if e.native_labels is None]
     if unlabelled:
         raise BratsError(f"validation cases without a segmentation: {', '.join(unlabelled)}")
-    transform = SliceAugmentation(cfg.augment) if cfg.augment is not None else None
-    dataset = SliceDataset(train, context=cfg.context, transform=transform, slices="brain")
+    dataset = SliceDataset(train, context=cfg.context, slices="brain")  # augmented per batch (training.batches)
     return TrainingData(train=dataset, val=val, preprocess=preprocess, split_path=split_path)

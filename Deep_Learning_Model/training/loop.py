@@ -2,9 +2,10 @@
 
 Rank 0 alone validates, logs and writes files; the other ranks wait at a barrier at the end of each epoch.
 An epoch is ``min(one pass over the training slices, cfg.max_steps_per_epoch)`` steps of ``batch_size`` slices
-per rank. Every epoch reseeds torch, numpy and Python from ``(seed, epoch, rank)`` and builds a fresh
-DataLoader whose workers are seeded from a generator with that seed, so a run resumed from an epoch boundary
-continues exactly as the uninterrupted run would have (given the same device and number of workers).
+per rank. Every epoch reseeds torch, numpy and Python from ``(seed, epoch, rank)``; its batches come from
+DataLoader workers or from the device-resident training set (``cfg.resident``), each batch augmented with a
+generator seeded by ``(seed, epoch, rank, batch)`` (:mod:`Deep_Learning_Model.training.batches`), so a run
+resumed from an epoch boundary continues exactly as the uninterrupted run would have (given the same device).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import random
 import shutil
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -31,10 +32,18 @@ from brats_core.errors import BratsError
 from brats_core.files import atomic_path
 from Deep_Learning_Model.export import save_export
 from Deep_Learning_Model.model import build_model, count_parameters
+from Deep_Learning_Model.training.batches import (
+    AugmentedBatches,
+    Batch,
+    ResidentSlices,
+    batch_seed,
+    derived_seed,
+    epoch_batches,
+)
 from Deep_Learning_Model.training.config import TrainConfig
 from Deep_Learning_Model.training.data import TrainingData
 from Deep_Learning_Model.training.distributed import DistContext, all_gather_ints, all_reduce_sum, barrier
-from Deep_Learning_Model.training.losses import DiceCELoss
+from Deep_Learning_Model.training.losses import build_loss
 from Deep_Learning_Model.training.optim import build_optimizer, build_scheduler
 from Deep_Learning_Model.training.precision import Precision, select_precision
 from Deep_Learning_Model.training.runlog import validation_columns, write_json, write_log
@@ -44,11 +53,6 @@ from Deep_Learning_Model.training.validation import validate
 
 #: Progress-bar loss refresh interval (each refresh synchronises with the device).
 BAR_REFRESH_STEPS = 10
-
-
-def derived_seed(*values: int) -> int:
-    """A 32-bit seed mixing ``values`` (e.g. the run seed, the epoch and the rank)."""
-    return int(np.random.SeedSequence(list(values)).generate_state(1)[0])
 
 
 def seed_everything(seed: int) -> None:
@@ -125,7 +129,9 @@ class Trainer:
         self.optimizer = build_optimizer(self.net, cfg)
         self.scheduler = build_scheduler(self.optimizer, cfg, self.steps_per_epoch)
         self.scaler = self.precision.grad_scaler()
-        self.loss_fn = DiceCELoss(cfg.ce_weight, cfg.dice_weight, cfg.dice_over)
+        self.loss_fn = build_loss(cfg.head, cfg.ce_weight, cfg.dice_weight, cfg.dice_over)
+        #: The training slices on the device (``cfg.resident``), else None (DataLoader workers).
+        self.resident = ResidentSlices(data.train, device) if cfg.resident else None
         self.sampler = SliceSampler(
             data.train.has_tumour,
             self.steps_per_epoch * cfg.batch_size,
@@ -177,17 +183,18 @@ class Trainer:
         self.best = dict(state["metrics"]["best"])
 
     # ------------------------------------------------------------------------------------------ epochs
-    def _loader(self, epoch: int) -> DataLoader:
-        self.sampler.set_epoch(epoch)
-        generator = torch.Generator().manual_seed(derived_seed(self.cfg.seed, epoch, self.ctx.rank, 1))
+    def _loader(self, epoch: int) -> Iterable[Batch]:
+        """The epoch's augmented batches: on the device (resident) or from DataLoader workers."""
+        cfg = self.cfg
+        batches = epoch_batches(self.sampler, epoch, cfg.batch_size)
+        seeds = [batch_seed(cfg.seed, epoch, self.ctx.rank, b) for b in range(len(batches))]
+        if self.resident is not None:
+            return self.resident.batches(batches, cfg.augment, seeds)
         return DataLoader(
-            self.data.train,
-            batch_size=self.cfg.batch_size,
-            sampler=self.sampler,
-            num_workers=self.cfg.workers,
+            AugmentedBatches(self.data.train, batches, cfg.augment, seeds),
+            batch_size=None,
+            num_workers=cfg.workers,
             pin_memory=self.device.type == "cuda",
-            drop_last=True,
-            generator=generator,
         )
 
     def train_epoch(self, epoch: int) -> dict:
@@ -246,7 +253,7 @@ class Trainer:
         cfg = self.cfg
         with oom_guard(cfg, self.device, "validation", cfg.val_batch_size, "--val-batch-size"):
             return validate(
-                self.net, self.data.val, self.device, cfg.context, cfg.val_batch_size, cfg.val_tta, cfg.amp
+                self.net, self.data.val, self.device, cfg.context, cfg.val_batch_size, cfg.val_tta, cfg.amp, cfg.head
             )
 
     def _end_epoch(self, row: dict, last_epoch: int) -> None:
@@ -273,15 +280,26 @@ class Trainer:
             message += f", val Dice {dice} (mean {metrics['mean_dice']:.3f}, best epoch {self.best['epoch']})"
         tqdm.write(message, file=sys.stderr)
 
-    def fit(self, stop_after: int | None = None) -> None:
-        """Train from the current epoch to ``cfg.epochs`` (or for ``stop_after`` epochs at most)."""
+    def fit(self, stop_after: int | None = None, deadline: float | None = None) -> None:
+        """Train from the current epoch to ``cfg.epochs`` (or for ``stop_after`` epochs at most).
+
+        ``deadline`` (a ``time.monotonic()`` value): stop after the epoch past which another one (twice the
+        last epoch's time, validation included) would not fit; that epoch validates and writes ``last.pt``.
+        """
         end = self.cfg.epochs if stop_after is None else min(self.cfg.epochs, self.epoch + stop_after)
-        for epoch in range(self.epoch, end):
+        epoch, last_seconds = self.epoch, 0.0
+        while epoch < end:
+            start = time.monotonic()
             row = self.train_epoch(epoch)
-            self.epoch = epoch + 1
+            self.epoch = epoch = epoch + 1
+            if deadline is not None and epoch < end:
+                need = 2.0 * max(last_seconds, time.monotonic() - start)
+                if all_reduce_sum([float(time.monotonic() + need > deadline)], self.device)[0] > 0:
+                    end = epoch  # every rank stops here: this epoch ends the invocation
             if self.ctx.is_main:
                 self._end_epoch(row, end)
             barrier()
+            last_seconds = time.monotonic() - start
 
     # ------------------------------------------------------------------------------------------ outputs
     def export(self, info: dict) -> Path:

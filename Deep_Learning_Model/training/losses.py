@@ -6,6 +6,10 @@ By default it is taken over the nested BraTS regions (WT = NCR+ED+ET, TC = NCR+E
 sums of the softmax class probabilities, so the loss optimises the quantities the evaluation scores while the
 network keeps one softmax output (argmax gives the labels); ``dice_over="classes"`` uses the three tumour
 classes instead. Background never enters the Dice.
+
+:class:`RegionBCEDiceLoss` trains the ``regions`` head (three sigmoid channels WT, TC, ET; nnU-Net's
+region-based BraTS training): binary cross-entropy per region plus the same soft batch Dice on the sigmoids.
+:func:`build_loss` picks the loss of a head.
 """
 
 from __future__ import annotations
@@ -14,16 +18,26 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from brats_core.config import LABELS, REGIONS
+from brats_core.config import LABELS
+from Deep_Learning_Model.heads import REGION_CLASSES
 
-#: Class indices (0..3, see ``brats_core.labels.labels_to_classes``) making up each region WT, TC, ET.
-REGION_CLASSES: tuple[tuple[int, ...], ...] = tuple(
-    tuple(LABELS.index(label) for label in labels) for labels in REGIONS.values()
-)
 #: Tumour classes NCR/NET, ED, ET (each its own Dice target with ``dice_over="classes"``).
 TUMOUR_CLASSES: tuple[tuple[int, ...], ...] = tuple((index,) for index in range(1, len(LABELS)))
 #: The Dice targets of each ``dice_over`` setting.
 DICE_GROUPS: dict[str, tuple[tuple[int, ...], ...]] = {"regions": REGION_CLASSES, "classes": TUMOUR_CLASSES}
+
+
+def batch_dice(pred: torch.Tensor, ref: torch.Tensor, smooth: float) -> torch.Tensor:
+    """Soft Dice per channel of (N, K, H, W) probabilities and references, summed over the batch: shape (K,)."""
+    dims = (0, 2, 3)
+    intersection = (pred * ref).sum(dims)
+    total = pred.sum(dims) + ref.sum(dims)
+    return (2.0 * intersection + smooth) / (total + smooth)
+
+
+def region_targets(target: torch.Tensor) -> torch.Tensor:
+    """WT, TC, ET masks (N, 3, H, W) float32 of class indices (N, H, W) 0..3."""
+    return torch.stack([torch.isin(target, torch.tensor(g, device=target.device)) for g in REGION_CLASSES], 1).float()
 
 
 class DiceCELoss(nn.Module):
@@ -46,10 +60,7 @@ class DiceCELoss(nn.Module):
         one_hot = F.one_hot(target, probs.shape[1]).permute(0, 3, 1, 2).to(probs.dtype)
         pred = torch.stack([probs[:, list(group)].sum(dim=1) for group in self.groups], dim=1)
         ref = torch.stack([one_hot[:, list(group)].sum(dim=1) for group in self.groups], dim=1)
-        dims = (0, 2, 3)
-        intersection = (pred * ref).sum(dims)
-        total = pred.sum(dims) + ref.sum(dims)
-        return (2.0 * intersection + self.smooth) / (total + self.smooth)
+        return batch_dice(pred, ref, self.smooth)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         logits = logits.float()
@@ -59,3 +70,31 @@ class DiceCELoss(nn.Module):
         if self.dice_weight:
             loss = loss + self.dice_weight * (1.0 - self.soft_dice(logits, target).mean())
         return loss
+
+
+class RegionBCEDiceLoss(nn.Module):
+    """``bce_weight * BCE + dice_weight * (1 - mean soft batch Dice)`` over the sigmoid WT, TC, ET channels."""
+
+    def __init__(self, bce_weight: float = 1.0, dice_weight: float = 1.0, smooth: float = 1e-5) -> None:
+        super().__init__()
+        self.bce_weight = bce_weight
+        self.dice_weight = dice_weight
+        self.smooth = smooth
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        logits = logits.float()
+        ref = region_targets(target)
+        loss = logits.new_zeros(())
+        if self.bce_weight:
+            loss = loss + self.bce_weight * F.binary_cross_entropy_with_logits(logits, ref)
+        if self.dice_weight:
+            loss = loss + self.dice_weight * (1.0 - batch_dice(torch.sigmoid(logits), ref, self.smooth).mean())
+        return loss
+
+
+def build_loss(head: str, ce_weight: float = 1.0, dice_weight: float = 1.0, dice_over: str = "regions") -> nn.Module:
+    """The training loss of ``head``: CE + Dice for ``softmax``, BCE + Dice (``ce_weight`` weighs the BCE) for
+    ``regions`` (whose Dice is always over the regions)."""
+    if head == "regions":
+        return RegionBCEDiceLoss(ce_weight, dice_weight)
+    return DiceCELoss(ce_weight, dice_weight, dice_over)

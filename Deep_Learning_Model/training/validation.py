@@ -23,15 +23,15 @@ LOGGED_METRICS: tuple[str, ...] = ("dice", "hd95")
 
 
 def validate_case(model: nn.Module, entry: CacheEntry, device: torch.device, context: int, batch_size: int,
-                  tta: bool, amp: bool) -> dict[str, dict[str, float]]:
-    """Region metrics of one cached case (``model`` in eval mode on ``device``)."""
-    labels = predict_volume(model, entry.images, entry.geometry, device, context, tta, batch_size, amp)
+                  tta: bool, amp: bool, head: str = "softmax") -> dict[str, dict[str, float]]:
+    """Region metrics of one cached case (``model`` in eval mode on ``device``, with output ``head``)."""
+    labels = predict_volume(model, entry.images, entry.geometry, device, context, tta, batch_size, amp, head)
     x0, x1, y0, y1, z0, z1 = entry.native_box
     return region_metrics(labels[x0:x1, y0:y1, z0:z1], entry.native_labels, entry.spacing)
 
 
 def validate(model: nn.Module, entries: list[CacheEntry], device: torch.device, context: int,
-             batch_size: int, tta: bool = False, amp: bool = True) -> dict:
+             batch_size: int, tta: bool = False, amp: bool = True, head: str = "softmax") -> dict:
     """Mean metrics over ``entries``: ``{"WT": {"dice", "hd95"}, "TC": ..., "ET": ..., "mean_dice", "cases"}``.
 
     ``amp`` is the run's setting: the predictor's autocast, the same dtype as training, or fp32.
@@ -42,7 +42,7 @@ def validate(model: nn.Module, entries: list[CacheEntry], device: torch.device, 
     was_training = model.training
     model.eval()
     try:
-        cases = {e.case_id: validate_case(model, e, device, context, batch_size, tta, amp) for e in entries}
+        cases = {e.case_id: validate_case(model, e, device, context, batch_size, tta, amp, head) for e in entries}
     finally:
         model.train(was_training)
     summary: dict = {

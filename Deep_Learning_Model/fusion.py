@@ -1,0 +1,140 @@
+"""Fusion of the U-Net's and the U-Net + SSPP's probabilities: one segmenter (``python -m Deep_Learning_Model.fusion``).
+
+Each model predicts the case's slices with its own head, context and test-time flips; the probabilities are
+averaged (optionally weighted) slice by slice before the way back to the original grid:
+
+- all models with a 4-class softmax head: the class probabilities are averaged and the argmax taken, as a single
+  softmax model does;
+- otherwise (a regions head among them): every model's probabilities become WT/TC/ET probabilities (softmax
+  classes summed per region, :func:`Deep_Learning_Model.heads.region_probabilities`), which are averaged and
+  thresholded as a regions head's.
+
+The case is preprocessed once (the models must share their preprocessing). Fusing costs the sum of the models'
+inference time, so it is an option; the served default stays one model. Post-processing: the one the models'
+exports record when they all record the same, else ``postprocess`` (default: none).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from brats_core.cases import Case, find_cases, load_case
+from brats_core.config import REPO_ROOT
+from brats_core.errors import BratsError, CheckpointError
+from brats_core.nifti import save_labels
+from brats_core.postprocess import PostprocessConfig, apply_postprocess
+from brats_core.preprocessing import Preprocessed, preprocess
+from brats_core.provenance import Provenance
+from Deep_Learning_Model.heads import region_probabilities, restore_labels
+from Deep_Learning_Model.predictor import DEFAULT_BATCH_SIZE, Predictor, slice_probabilities
+
+#: Models fused by default, each from ``<folder>/<name>.pt``.
+FUSED: tuple[str, ...] = ("unet", "sspp")
+#: The folder of the shipped ``unet.pt`` and ``sspp.pt``.
+SHIPPED = REPO_ROOT / "Deep_Learning_Model" / "checkpoints"
+
+
+class FusionSegmenter:
+    """Weighted mean of the probabilities of ``predictors`` (a :class:`brats_core.evaluation.Segmenter`)."""
+
+    def __init__(self, predictors: Sequence[Predictor], weights: Sequence[float] | None = None,
+                 postprocess: PostprocessConfig | None = None) -> None:
+        if len(predictors) < 2:
+            raise BratsError("fusion needs at least two models")
+        weights = [1.0] * len(predictors) if weights is None else [float(w) for w in weights]
+        if len(weights) != len(predictors) or min(weights) < 0 or sum(weights) <= 0:
+            raise BratsError(f"fusion weights {weights} must be one non-negative number per model, not all 0")
+        configs = [p.preprocess_config for p in predictors]
+        if any(c != configs[0] for c in configs):
+            raise BratsError(f"fused models must share their preprocessing, got {', '.join(map(str, configs))}")
+        binary = [p.meta.get("path", p.name) for p in predictors if p.model_config.num_classes != 4]
+        if binary:
+            raise BratsError(f"cannot fuse whole-tumour (2-class) models: {', '.join(map(str, binary))}")
+        self.predictors = list(predictors)
+        self.weights = [w / sum(weights) for w in weights]
+        self.preprocess_config = configs[0]
+        heads = {p.model_config.head for p in predictors}
+        self.head = "softmax" if heads == {"softmax"} else "regions"
+        recorded = [p.postprocess for p in predictors]
+        same = all(r == recorded[0] for r in recorded)
+        self.postprocess = postprocess or (recorded[0] if same else PostprocessConfig())
+        self.name = "fusion"
+
+    @property
+    def provenance(self) -> Provenance:
+        """Every case any fused model was trained or tuned on (no score of the fusion itself is recorded)."""
+        records = [p.provenance for p in self.predictors]
+        train = tuple(dict.fromkeys(c for r in records for c in r.train_cases))
+        val = tuple(dict.fromkeys(c for r in records for c in r.val_cases if c not in train))
+        return Provenance(train_cases=train, val_cases=val)
+
+    def probabilities(self, pre: Preprocessed) -> torch.Tensor:
+        """Fused slice probabilities (Z', K, S, S): 4 classes (all softmax) or WT/TC/ET."""
+        fused = None
+        for predictor, weight in zip(self.predictors, self.weights, strict=True):
+            config = predictor.model_config
+            probs = slice_probabilities(predictor.model, pre.images, predictor.device, config.context, predictor.tta,
+                                        predictor.batch_size, predictor.amp, config.head)
+            if self.head == "regions":
+                probs = region_probabilities(probs, config.head)
+            fused = weight * probs if fused is None else fused + weight * probs
+        return fused
+
+    def predict_preprocessed(self, pre: Preprocessed) -> np.ndarray:
+        labels = restore_labels(self.probabilities(pre), pre.geometry, self.head, self.postprocess.thresholds)
+        return apply_postprocess(labels, pre.geometry.spacing, self.postprocess)
+
+    def predict(self, case: Case) -> np.ndarray:
+        """Labels (X, Y, Z) uint8 0/1/2/4 with ``case.shape``."""
+        return self.predict_preprocessed(preprocess(case, self.preprocess_config))
+
+
+def load_segmenter(
+    name: str = "fusion",
+    checkpoint: Path | str = SHIPPED,
+    device: torch.device | str | None = None,
+    tta: bool = False,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+) -> FusionSegmenter:
+    """The fusion of ``<checkpoint>/unet.pt`` and ``<checkpoint>/sspp.pt`` (a folder; default: the shipped ones),
+    in the loader signature of :mod:`brats_app.registry`."""
+    folder = Path(checkpoint)
+    if not folder.is_dir():
+        raise CheckpointError(f"{folder}: the fusion model takes a folder holding {', '.join(f'{m}.pt' for m in FUSED)}")
+    paths = [folder / f"{model}.pt" for model in FUSED]
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        raise CheckpointError(f"fusion: missing export(s) {', '.join(missing)}")
+    return FusionSegmenter([Predictor.from_export(p, device=device, tta=tta, batch_size=batch_size) for p in paths])
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m Deep_Learning_Model.fusion [--checkpoint DIR] [--tta] [--device D] --out DIR INPUT ...``."""
+    parser = argparse.ArgumentParser(prog="python -m Deep_Learning_Model.fusion", description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", type=Path, default=SHIPPED, help="folder of unet.pt and sspp.pt")
+    parser.add_argument("--out", required=True, type=Path, help="output folder for <case_id>.nii.gz")
+    parser.add_argument("--device", choices=("cpu", "cuda"))
+    parser.add_argument("--tta", action="store_true", help="test-time flips in both models")
+    parser.add_argument("inputs", nargs="+", type=Path, help="case folder or folder of cases")
+    args = parser.parse_args(argv)
+    try:
+        segmenter = load_segmenter("fusion", args.checkpoint, args.device, args.tta)
+        cases = [c for path in args.inputs for c in find_cases(path)]
+        for files in cases:
+            case = load_case(files, with_seg=False)
+            save_labels(segmenter.predict(case), case.affine, args.out / f"{case.case_id}.nii.gz")
+    except BratsError as exc:
+        print(f"fusion: error: {exc}", file=sys.stderr)
+        return 1
+    print(f"fusion: wrote {len(cases)} case(s) to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,134 @@
+"""The cache-only cross-validation driver (Deep_Learning_Model.cv): committed folds, resume, score, final."""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+import time
+from pathlib import Path
+
+import pytest
+
+from brats_app.compare.folds import fold_splits
+from brats_core.cache import build_cache, cache_path
+from brats_core.cases import find_cases
+from brats_core.config import DEFAULT_SPLIT, PreprocessConfig
+from brats_core.split import load_split, save_split
+from Deep_Learning_Model.cv import SPLITS, fold_numbers
+from Deep_Learning_Model.cv import main as cv
+from Deep_Learning_Model.export import load_export
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+TINY = ["--", "--base-width", "4", "--batch-size", "4", "--epochs", "2", "--max-steps-per-epoch", "2", "--device",
+        "cpu", "--val-every", "1"]
+
+
+def test_committed_folds_are_those_of_compare_and_the_final_split_trains_every_case():
+    split = load_split(DEFAULT_SPLIT)
+    expected = fold_splits(split, 5, 0)
+    assert fold_numbers(SPLITS) == [1, 2, 3, 4, 5]
+    for k, fold in enumerate(expected, start=1):
+        committed = load_split(SPLITS / f"fold_{k}.json")
+        assert {key: committed[key] for key in ("train", "val", "test", "folds")} == {
+            key: fold[key] for key in ("train", "val", "test", "folds")}
+    final = load_split(SPLITS / "all.json")
+    cases = sorted(i for key in ("train", "val", "test") for i in split[key])
+    assert sorted(final["train"]) == cases and final["val"] == final["test"] == []
+
+
+@pytest.fixture(scope="module")
+def cv_setup(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("cv")
+    cases = find_cases(synthetic_root)
+    build_cache(cases, PreprocessConfig(size=128), cache_root=root / "cache", progress=False)  # SSPP's size
+    a, b, c, d = (case.case_id for case in cases)
+    folds = [[a, b], [c, d]]
+    save_split({"seed": 0, "train": [c], "val": [d], "test": [a, b], "folds": folds}, root / "splits/fold_1.json")
+    save_split({"seed": 0, "train": [a], "val": [b], "test": [c, d], "folds": folds}, root / "splits/fold_2.json")
+    save_split({"seed": 0, "train": [a, b, c, d], "val": [], "test": [], "folds": folds}, root / "splits/all.json")
+    return cache_path(PreprocessConfig(size=128), root / "cache"), root / "splits"
+
+
+def test_cv_trains_in_resumable_calls_scores_out_of_fold_and_trains_the_final_model(cv_setup, tmp_path, capsys):
+    cache, splits = cv_setup
+    common = ["--from-cache", str(cache), "--model", "unet", "--out", str(tmp_path), "--splits", str(splits)]
+    assert cv(["train", *common, *TINY, "--stop-after", "1"]) == 0  # a call that ends inside fold 1
+    assert "folds finished [] of [1, 2]" in capsys.readouterr().out
+    assert (tmp_path / "unet/fold_1/last.pt").is_file() and not (tmp_path / "unet/fold_2").exists()
+    assert cv(["train", *common, *TINY]) == 0  # resumes fold 1, then fold 2
+    assert "folds finished [1, 2] of [1, 2]" in capsys.readouterr().out
+    log = (tmp_path / "unet/fold_1/log.csv").read_text().splitlines()
+    assert len(log) == 3  # header + epochs 1 and 2: the second call went on from epoch 1
+    export = tmp_path / "unet/fold_2/export.pt"
+    stamp = export.stat().st_mtime_ns
+    assert cv(["train", *common, *TINY]) == 0 and export.stat().st_mtime_ns == stamp  # finished folds stay
+    assert load_export(export)[1].head == "regions"  # the cv27 preset
+
+    assert cv(["score", *common, "--device", "cpu"]) == 0
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert set(printed["cv_dice"]) == {"WT", "TC", "ET"}
+    summary = json.loads((tmp_path / "unet/cv/summary.json").read_text())
+    assert summary["n_cases"] == 4
+    per_case = (tmp_path / "unet/cv/per_case.csv").read_text().splitlines()
+    assert len(per_case) == 5 and per_case[0].startswith("case_id,WT_dice")
+    tuning = json.loads((tmp_path / "unet/cv/postprocess.json").read_text())
+    assert tuning["cases"] == 4 and tuning["mean_dice_best"] >= tuning["mean_dice_without"]
+
+    final_options = TINY[:5] + TINY[7:]  # TINY without --epochs: the final model's come from the CV
+    assert "--epochs" not in final_options and len(final_options) == len(TINY) - 2
+    assert cv(["final", *common, *final_options]) == 0
+    assert "finished" in capsys.readouterr().out
+    _, config, _, meta = load_export(tmp_path / "unet/final/export.pt")
+    info = meta["info"]
+    assert sorted(info["train_cases"]) == sorted(load_split(splits / "all.json")["train"])
+    assert info["cv"]["cases"] == 4 and set(info["cv"]["scores"]) == {"WT", "TC", "ET"}
+    assert meta["postprocess"] == tuning["chosen"]
+    from Deep_Learning_Model.predictor import Predictor
+
+    provenance = Predictor.from_export(tmp_path / "unet/final/export.pt", "cpu").provenance
+    summary = json.loads((tmp_path / "unet/cv/summary.json").read_text())
+    assert provenance.cv_scores["WT"] == pytest.approx(summary["WT"]["dice"]["mean"])
+    best = [json.loads((tmp_path / f"unet/fold_{k}/train_summary.json").read_text())["best_epoch"] for k in (1, 2)]
+    assert info["train_config"]["epochs"] == math.ceil(statistics.median(best))  # chosen from the CV
+
+
+def test_cv_all_does_every_step_and_then_nothing(cv_setup, tmp_path, capsys):
+    cache, splits = cv_setup
+    common = ["--from-cache", str(cache), "--out", str(tmp_path), "--splits", str(splits), "--jobs", "2"]
+    assert cv(["all", *common, *TINY]) == 0
+    assert "done: folds, scores (with and without test-time flips) and final models" in capsys.readouterr().out
+    for model in ("unet", "sspp", "fusion"):
+        for folder in ("cv", "cv_tta"):
+            assert json.loads((tmp_path / model / folder / "summary.json").read_text())["n_cases"] == 4
+    for model in ("unet", "sspp"):
+        meta = load_export(tmp_path / model / "final" / "export.pt")[3]
+        assert meta["info"]["cv"]["cases"] == 4
+    stamp = (tmp_path / "sspp/final/export.pt").stat().st_mtime_ns
+    assert cv(["all", *common, *TINY]) == 0 and (tmp_path / "sspp/final/export.pt").stat().st_mtime_ns == stamp
+
+
+def test_cv_errors_name_the_problem(cv_setup, tmp_path, capsys):
+    cache, splits = cv_setup
+    assert cv(["score", "--from-cache", str(cache), "--model", "sspp", "--out", str(tmp_path), "--splits",
+               str(splits)]) == 1
+    assert "fold 1 is not trained yet" in capsys.readouterr().err
+    assert cv(["final", "--from-cache", str(cache), "--model", "unet", "--out", str(tmp_path), "--splits",
+               str(splits)]) == 1
+    assert "has no training summary" in capsys.readouterr().err
+    assert cv(["train", "--from-cache", str(cache), "--model", "fusion", "--out", str(tmp_path)]) == 1
+    assert "fusion is scored" in capsys.readouterr().err
+
+
+def test_training_stops_at_the_deadline_after_a_validated_epoch(cv_setup, tmp_path, capsys):
+    cache, splits = cv_setup
+    args = ["--model", "unet", "--from-cache", str(cache), "--split", str(splits / "fold_1.json"), "--out",
+            str(tmp_path), *TINY[1:], "--epochs", "5", "--workers", "0", "--time-limit", "0.001"]
+    from Deep_Learning_Model.train import main as train_main
+
+    start = time.monotonic()
+    assert train_main(args) == 0
+    assert time.monotonic() - start < 120
+    log = (tmp_path / "log.csv").read_text().splitlines()
+    assert len(log) == 2 and log[1].split(",")[-1] != ""  # one epoch, validated
+    assert "stopped after epoch 1 of 5" in capsys.readouterr().err

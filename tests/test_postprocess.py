@@ -1,0 +1,133 @@
+"""Post-processing of label maps and its tuning on out-of-fold cases, on synthetic masks."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from brats_core.errors import BratsError
+from brats_core.postprocess import (
+    PostprocessConfig,
+    apply_postprocess,
+    remove_small_components,
+    small_et_to_core,
+    tune_postprocess,
+)
+
+SPACING = (1.0, 1.0, 2.0)  # 2 mm³ per voxel
+
+
+def _tumour(shape=(40, 40, 20)) -> np.ndarray:
+    """A reference tumour: edema block with a core and an enhancing rim inside."""
+    labels = np.zeros(shape, dtype=np.uint8)
+    labels[10:30, 10:30, 5:15] = 2
+    labels[14:26, 14:26, 7:13] = 1
+    labels[16:24, 16:24, 8:12] = 4
+    return labels
+
+
+def test_small_components_are_removed_and_large_ones_kept():
+    labels = _tumour()
+    labels[2:4, 2:4, 1:2] = 2  # 4 voxels = 8 mm³, apart from the tumour
+    labels[35, 35, 18] = 4  # 1 voxel = 2 mm³
+    labels[29, 29, 14] = 2  # touches the tumour diagonally (26-connectivity): part of it
+    out = remove_small_components(labels, SPACING, min_mm3=10)
+    assert out.dtype == labels.dtype
+    assert not out[2:4, 2:4, 1].any() and out[35, 35, 18] == 0
+    assert out[29, 29, 14] == 2
+    np.testing.assert_array_equal(out[10:30, 10:30, 5:15], labels[10:30, 10:30, 5:15])
+    assert remove_small_components(labels, SPACING, min_mm3=8)[2, 2, 1] == 2  # 8 mm³ is not below 8
+    assert remove_small_components(labels, SPACING, 0) is labels
+
+
+def test_small_et_becomes_core():
+    labels = _tumour()
+    et_mm3 = np.count_nonzero(labels == 4) * 2.0  # 256 voxels -> 512 mm³
+    converted = small_et_to_core(labels, SPACING, min_mm3=et_mm3 + 1)
+    assert not (converted == 4).any()
+    np.testing.assert_array_equal(converted > 0, labels > 0)  # WT unchanged
+    np.testing.assert_array_equal(np.isin(converted, (1, 4)), np.isin(labels, (1, 4)))  # TC unchanged
+    assert small_et_to_core(labels, SPACING, min_mm3=et_mm3) is labels
+
+
+def test_apply_postprocess_with_the_defaults_changes_nothing():
+    labels = _tumour()
+    assert apply_postprocess(labels, SPACING, PostprocessConfig()) is labels
+    both = apply_postprocess(labels, SPACING, PostprocessConfig(min_component_mm3=10, et_min_mm3=1e6))
+    assert not (both == 4).any() and both.any()
+
+
+def test_tuner_picks_the_volumes_that_help_out_of_fold():
+    """Cases with spurious specks and with false ET where the reference has none: the tuner removes both."""
+    cases = []
+    rng = np.random.default_rng(0)
+    for n in range(6):
+        ref = _tumour()
+        if n % 2:  # no ET in the reference, a few false ET voxels in the prediction
+            ref = np.where(ref == 4, 1, ref).astype(np.uint8)
+        pred = ref.copy()
+        if n % 2:
+            pred[18:20, 18:20, 9] = 4
+        for _ in range(5):  # single-voxel false positives far from the tumour
+            x, y, z = rng.integers(32, 40), rng.integers(0, 8), rng.integers(0, 20)
+            pred[x, y, z] = 2
+        cases.append((pred, ref, SPACING))
+    config, report = tune_postprocess(cases, component_grid=(0, 10, 100000), et_grid=(0, 20, 100000))
+    assert config.min_component_mm3 == 10  # 100000 would delete the tumour itself
+    assert config.et_min_mm3 == 20  # removes 8 mm³ of false ET, keeps the 512 mm³ true ET
+    assert report["mean_dice_best"] > report["mean_dice_without"]
+    assert report["mean_dice_best"] == pytest.approx(1.0)
+    assert np.asarray(report["mean_dice"]).shape == (3, 3) and report["cases"] == 6
+
+
+def test_tuner_prefers_no_change_on_ties_and_refuses_bad_input():
+    ref = _tumour()
+    config, report = tune_postprocess([(ref, ref, SPACING)])
+    assert (config.min_component_mm3, config.et_min_mm3) == (0.0, 0.0)
+    assert report["mean_dice_best"] == report["mean_dice_without"] == 1.0
+    with pytest.raises(BratsError, match="at least one"):
+        tune_postprocess([])
+    with pytest.raises(BratsError, match="case 0: prediction shape"):
+        tune_postprocess([(ref[:-1], ref, SPACING)])
+
+
+@pytest.mark.parametrize(("data", "message"), [
+    ({"thresholds": [0.5, 0.5]}, "thresholds"), ({"thresholds": [0.5, 1.0, 0.5]}, "thresholds"),
+    ({"min_component_mm3": -1}, ">= 0"), ({"et_volume": 10}, "unknown post-processing fields"),
+])  # fmt: skip
+def test_invalid_postprocess_config_raises(data, message):
+    with pytest.raises(BratsError, match=message):
+        PostprocessConfig.from_dict(data)
+    assert PostprocessConfig.from_dict(PostprocessConfig(et_min_mm3=5).to_dict()) == PostprocessConfig(et_min_mm3=5)
+
+
+def test_tuning_cli_on_out_of_fold_predictions_records_the_result(synthetic_root, tmp_path, capsys):
+    """Two folds of a compare-like folder (random tiny exports): OOF predictions, report, record in an export."""
+    from brats_core.split import save_split
+    from Deep_Learning_Model.export import load_export, write_random_export
+    from Deep_Learning_Model.model import ModelConfig
+    from Deep_Learning_Model.tune_postprocess import main
+
+    ids = sorted(p.name for p in synthetic_root.iterdir())
+    config = ModelConfig(arch="unet", base_width=4, input_size=32, head="regions")
+    for k, test in enumerate((ids[:2], ids[2:]), start=1):
+        fold = tmp_path / "compare" / f"fold_{k}"
+        rest = sorted(set(ids) - set(test))
+        save_split({"seed": 0, "train": rest, "val": [], "test": test, "folds": [ids[:2], ids[2:]]},
+                   fold / "split.json")
+        write_random_export(fold / "unet" / "run" / "export.pt", config, seed=k)
+    final = write_random_export(tmp_path / "final.pt", config)
+    args = ["--data", str(synthetic_root), "--compare-dir", str(tmp_path / "compare"), "--model", "unet",
+            "--record", str(final), "--out", str(tmp_path / "report.json"), "--device", "cpu"]
+    assert main(args) == 0
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["cases"] == len(ids) and report["mean_dice_best"] >= report["mean_dice_without"]
+    assert load_export(final)[3]["postprocess"] == report["chosen"]
+    assert "out-of-fold cases" in capsys.readouterr().out
+    assert main(["--data", str(synthetic_root), "--compare-dir", str(tmp_path / "nothing")]) == 1
+    assert "no fold_<k>/split.json" in capsys.readouterr().err
+    same = ["--fold", str(tmp_path / "compare/fold_1/split.json"), str(tmp_path / "compare/fold_1/unet/run/export.pt")]
+    assert main(["--data", str(synthetic_root), *same, *same]) == 1
+    assert "already test cases of another fold" in capsys.readouterr().err
