@@ -141,8 +141,13 @@ class InferenceService:
             return await anyio.to_thread.run_sync(func, *args)
 
 
+#: Decimals of the numbers in a prediction's JSON: volumes to 0.1 mL, metrics to 4 decimals, times to 1 ms.
+VOLUME_DECIMALS, METRIC_DECIMALS, SECONDS_DECIMALS = 1, 4, 3
+
+
 def predict_case(segmenter: Segmenter, files: CaseFiles, out_path: Path) -> dict:
-    """Segment one case, save the label map (case geometry) to ``out_path``; volumes (mL), metrics, timings.
+    """Segment one case, save the label map (case geometry) to ``out_path``; volumes (mL), metrics, timings,
+    rounded to :data:`VOLUME_DECIMALS`, :data:`METRIC_DECIMALS` and :data:`SECONDS_DECIMALS` decimals.
 
     The case is loaded here, inside the inference slot, so that requests waiting for a slot hold no volumes in
     memory (a one-shot request therefore reads its files twice: validation at upload, then here).
@@ -155,12 +160,14 @@ def predict_case(segmenter: Segmenter, files: CaseFiles, out_path: Path) -> dict
     save_labels(labels, case.affine, out_path)
     voxel_ml = float(np.prod(case.spacing)) / 1000.0
     counts = np.count_nonzero(labels_to_regions(labels), axis=(1, 2, 3))
-    volumes = {region: int(count) * voxel_ml for region, count in zip(REGIONS, counts, strict=True)}
+    volumes = {
+        region: round(int(count) * voxel_ml, VOLUME_DECIMALS) for region, count in zip(REGIONS, counts, strict=True)
+    }
     metrics = None
     if case.seg is not None:
+        names = {"dice": "dice", "hd95_mm": "hd95", "sensitivity": "sensitivity", "specificity": "specificity"}
         metrics = {
-            region: {"dice": m["dice"], "hd95_mm": m["hd95"], "sensitivity": m["sensitivity"],
-                     "specificity": m["specificity"]}
+            region: {key: round(float(m[name]), METRIC_DECIMALS) for key, name in names.items()}
             for region, m in region_metrics(labels, case.seg, case.spacing).items()
         }
     return {
@@ -168,6 +175,6 @@ def predict_case(segmenter: Segmenter, files: CaseFiles, out_path: Path) -> dict
         "spacing_mm": [float(s) for s in case.spacing],
         "volumes_ml": volumes,
         "metrics": metrics,
-        "runtime_seconds": runtime,
-        "total_seconds": time.perf_counter() - start,
+        "runtime_seconds": round(runtime, SECONDS_DECIMALS),
+        "total_seconds": round(time.perf_counter() - start, SECONDS_DECIMALS),
     }
