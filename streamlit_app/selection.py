@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import tempfile
 import zlib
 from collections.abc import Sequence
@@ -17,7 +18,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from brats_core.cases import Case, CaseFiles, find_cases, load_case, safe_extract_zip, safe_name
+from brats_core.cases import Case, CaseFiles, find_cases, load_case, parse_name, safe_extract_zip, safe_name
 from brats_core.errors import BratsError
 from brats_core.evaluation import check_prediction
 
@@ -64,7 +65,7 @@ class LocalSelection:
                 safe_extract_zip(archive, target)
                 archive.unlink()
             else:
-                target = root / "files" / "case"
+                target = root / "files" / _case_name([name for name, _ in files])
                 target.mkdir(parents=True)
                 for name, data in files:
                     path = target / safe_name(name)
@@ -72,6 +73,9 @@ class LocalSelection:
                         raise BratsError(f"{name}: two files with this name were chosen")
                     path.write_bytes(data)
             found = find_cases(target)
+        except BratsError as exc:  # name the user's files, not the temporary folder
+            folder.cleanup()
+            raise BratsError(str(exc).replace(f"{root / 'files'}{os.sep}", "").replace(str(root), "")) from None
         except BaseException:
             folder.cleanup()
             raise
@@ -84,6 +88,13 @@ class LocalSelection:
     def close(self) -> None:
         """Remove the temporary folder."""
         self._folder.cleanup()
+
+
+def _case_name(names: Sequence[str]) -> str:
+    """Folder (hence case id) of loose files: their one BraTS prefix (``BraTS20_001_t1.nii.gz`` ->
+    ``BraTS20_001``), as the API names them, else ``case``."""
+    prefixes = {parsed[0] for name in names if (parsed := parse_name(name)) and parsed[0]}
+    return safe_name(prefixes.pop()) if len(prefixes) == 1 else "case"
 
 
 def match_case(local_ids: Sequence[str], server_id: str) -> str | None:
