@@ -14,18 +14,18 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from einops import rearrange
 from torch import nn
 
 from brats_core.cases import Case
-from brats_core.config import LABELS, REPO_ROOT, PreprocessConfig
-from brats_core.errors import ArtifactError
+from brats_core.config import LABELS, REGIONS, PreprocessConfig
+from brats_core.dataset import stack_context
+from brats_core.device import autocast, resolve_device
+from brats_core.errors import CheckpointError
 from brats_core.preprocessing import Geometry, Preprocessed, preprocess
+from brats_core.provenance import Provenance
 from Deep_Learning_Model.export import load_export
 from Deep_Learning_Model.model import BINARY_TUMOUR_LABEL, ModelConfig
 
-#: Where ``brats train unet|sspp`` writes the shipped exports.
-CHECKPOINT_DIR = REPO_ROOT / "Deep_Learning_Model" / "checkpoints"
 #: Slices per forward pass: 8 to 32 cost the same CPU time per case (benchmarks/inference_cpu.py), 16 keeps
 #: the activations of a 128x128 base-32 model near 0.5 GB.
 DEFAULT_BATCH_SIZE = 16
@@ -33,46 +33,9 @@ DEFAULT_BATCH_SIZE = 16
 TTA_FLIPS: tuple[tuple[int, ...], ...] = ((-1,), (-2,))
 
 
-def resolve_device(device: torch.device | str | None = None) -> torch.device:
-    """``None`` or ``"auto"``: CUDA when available, else CPU; anything else as given."""
-    if device is None or device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-def autocast_dtype(device: torch.device) -> torch.dtype | None:
-    """The mixed-precision dtype of ``device`` (``None``: fp32), for inference and training alike.
-
-    CUDA: bf16 where the GPU supports it, else fp16. CPU: bf16 where oneDNN has native bf16 kernels
-    (AVX512-BF16/AMX); emulated bf16 is slower than fp32, so other CPUs run fp32.
-    """
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported():
-        return torch.bfloat16
-    return None
-
-
-def autocast(device: torch.device) -> contextlib.AbstractContextManager:
-    """Autocast to :func:`autocast_dtype` of ``device``, or nothing where that is fp32."""
-    dtype = autocast_dtype(device)
-    return contextlib.nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
-
-
 def prepare_model(model: nn.Module, device: torch.device) -> nn.Module:
     """``model`` in eval mode on ``device``, channels_last (the fast layout of oneDNN and cuDNN convolutions)."""
     return model.to(device).to(memory_format=torch.channels_last).eval()
-
-
-def stack_context(volume: torch.Tensor, index: torch.Tensor, context: int) -> torch.Tensor:
-    """Network inputs (B, (2k+1)*C, S, S) of slices ``index`` of ``volume`` (Z', C, S, S).
-
-    For each offset -k..k the C modalities of that neighbour, clamped at the volume ends: the layout of
-    :class:`brats_core.dataset.SliceDataset`.
-    """
-    offsets = torch.arange(-context, context + 1, device=index.device)
-    neighbours = (index[:, None] + offsets[None, :]).clamp(0, volume.shape[0] - 1)
-    return rearrange(volume[neighbours], "b k c h w -> b (k c) h w")
 
 
 def _float_slices(images: np.ndarray | torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -194,6 +157,19 @@ class Predictor:
         model, model_config, preprocess_config, meta = load_export(path, device)
         return cls(model, model_config, preprocess_config, device, tta, batch_size, meta=meta, amp=amp)
 
+    @property
+    def provenance(self) -> Provenance:
+        """The export's training record: cases, validation Dice of the best epoch, time and machine."""
+        info, metrics = self.meta.get("info", {}), self.meta.get("metrics", {})
+        scores = {key: float(metrics[key]["dice"]) for key in REGIONS if isinstance(metrics.get(key), dict)}
+        if metrics.get("mean_dice") is not None:
+            scores["mean"] = float(metrics["mean_dice"])
+        return Provenance(
+            train_cases=tuple(info.get("train_cases", ())), val_cases=tuple(info.get("val_cases", ())),
+            cv_scores=scores or None, train_seconds=info.get("train_seconds"),
+            hardware=info.get("hardware", info.get("trained_on")), created=info.get("created"),
+        )
+
     def predict_preprocessed(self, pre: Preprocessed) -> np.ndarray:
         """Labels (X, Y, Z) uint8 in the original geometry for an already preprocessed case."""
         return predict_volume(
@@ -206,23 +182,16 @@ class Predictor:
         return self.predict_preprocessed(preprocess(case, self.preprocess_config))
 
 
-def default_checkpoint(name: str) -> Path:
-    """The shipped export of model ``name``: ``Deep_Learning_Model/checkpoints/<name>.pt``."""
-    return CHECKPOINT_DIR / f"{name}.pt"
-
-
 def load_segmenter(
     name: str,
-    artifact: Path | str | None = None,
+    checkpoint: Path | str,
     device: torch.device | str | None = None,
     tta: bool = False,
     batch_size: int = DEFAULT_BATCH_SIZE,
 ) -> Predictor:
-    """Registry entry of ``unet`` and ``sspp`` (:mod:`brats_core.segmenters`); ``artifact`` overrides the default."""
-    path = Path(artifact) if artifact is not None else default_checkpoint(name)
-    if artifact is None and not path.is_file():
-        raise ArtifactError(f"{path}: no shipped {name} export; train one with `brats train {name}`")
+    """Loader of the registry (:mod:`brats_app.registry`) for ``unet`` and ``sspp``."""
+    path = Path(checkpoint)
     predictor = Predictor.from_export(path, device=device, tta=tta, batch_size=batch_size)
     if predictor.model_config.arch != name:
-        raise ArtifactError(f"{path}: export holds a {predictor.model_config.arch!r} model, not {name!r}")
+        raise CheckpointError(f"{path}: export holds a {predictor.model_config.arch!r} model, not {name!r}")
     return predictor

@@ -35,7 +35,7 @@ from streamlit_app.connection import (
 )
 from streamlit_app.progress import Progress
 from streamlit_app.results import CaseView, Prediction, show_results, show_viewer
-from streamlit_app.selection import LocalSelection, match_case, read_segmentation, selection_digest
+from streamlit_app.selection import LocalSelection, read_segmentation, selection_digest
 
 LOG = logging.getLogger("streamlit_app")
 SAMPLE_NAME = "sample_case.zip"
@@ -303,7 +303,7 @@ def main() -> None:
     if not case_ids:
         return
     case_id = st.selectbox("Case", case_ids, key=f"case:{digest}") if len(case_ids) > 1 else case_ids[0]
-    local_id = match_case(local_ids, case_id) if server_cases else case_id
+    local_id = case_id if case_id in local_ids else None  # both sides unpack alike: the same case ids
     view = load_view(local, local_id) if local is not None and local_id is not None else None
 
     models = chosen_models()

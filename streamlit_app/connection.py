@@ -9,7 +9,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from brats_core.compare import DISPLAY
+from brats_app.registry import REGISTRY
 from streamlit_app.api_client import ApiClient, ApiError, default_api_url
 
 #: Seconds a health answer is reused before the API is asked again.
@@ -55,12 +55,12 @@ def check_health() -> tuple[dict | None, str | None]:
 
 def display_name(model: str) -> str:
     """``U-Net + SSPP``: the name of a model in tables and captions."""
-    return DISPLAY.get(model, model)
+    return REGISTRY[model].display if model in REGISTRY else model
 
 
 def model_name(model: str) -> str:
     """``U-Net + SSPP (sspp)``: the display name of a model the API serves, and its API name."""
-    return f"{DISPLAY[model]} ({model})" if model in DISPLAY else model
+    return f"{display_name(model)} ({model})" if model in REGISTRY else model
 
 
 def chosen_models() -> list[str | None]:

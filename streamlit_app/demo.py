@@ -20,9 +20,10 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from brats_app.registry import models_of
 from brats_core.config import REPO_ROOT
 from brats_core.errors import BratsError
-from sspp_unet_api.app.config import DEEP_MODELS, Settings
+from sspp_unet_api.app.config import Settings
 from streamlit_app.api_client import API_URL_ENV
 
 APP = Path(__file__).resolve().parent / "app.py"
@@ -145,8 +146,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     # Both deep models unless the user chose: the UI then offers a model switch and a side-by-side comparison.
-    env = {**os.environ, "BRATS_ALLOWED_MODELS": os.environ.get("BRATS_ALLOWED_MODELS", "").strip()
-           or ",".join(DEEP_MODELS)}
+    default = os.environ.get("BRATS_MODEL", "").strip() or Settings.model
+    deep = [default, *(m for m in models_of("Deep_Learning_Model") if m != default)]
+    env = {**os.environ, "BRATS_ALLOWED_MODELS": os.environ.get("BRATS_ALLOWED_MODELS", "").strip() or ",".join(deep)}
     try:
         settings = Settings.from_env(env)
         api_port = args.api_port or _env_port(API_PORT_ENV, DEFAULT_API_PORT)
@@ -156,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     for model in settings.allowed_models:
         checkpoint = settings.checkpoint(model)
-        if checkpoint is not None and not checkpoint.is_file():
+        if not checkpoint.is_file():
             variable = "BRATS_CHECKPOINT" + ("" if model == settings.model else f"_{model.upper()}")
             print(
                 f"demo: error: {checkpoint} is missing (the checkpoint of model {model}).\n"

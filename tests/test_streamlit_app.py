@@ -28,7 +28,7 @@ from brats_core.synth import make_synthetic_case, write_case
 from sspp_unet_api.app.config import Settings
 from streamlit_app import viewer
 from streamlit_app.api_client import ApiClient, ApiError, Timeouts, default_api_url
-from streamlit_app.selection import LocalSelection, match_case, read_segmentation, selection_digest
+from streamlit_app.selection import LocalSelection, read_segmentation, selection_digest
 
 APP = REPO_ROOT / "streamlit_app" / "app.py"
 SHAPE = (48, 48, 32)
@@ -124,7 +124,8 @@ def test_local_selection_from_nifti_files_and_from_zip(case_files, tmp_path):
         ([], "no file selected"),
         ([("a.zip", b"PK"), ("x_t1.nii.gz", b"")], "either one .zip or the NIfTI files"),
         ([("broken.zip", b"not a zip")], "not a valid zip"),
-        ([("x_t1.nii.gz", b"1"), ("x_t1.nii.gz", b"2")], "two files with this name"),
+        ([("x_t1.nii.gz", b"1"), ("x_t1.nii.gz", b"2")], "two files have the same name"),
+        ([("notes.txt", b"1")], "neither a .zip nor a NIfTI file"),
         ([("..", b"1")], "no usable characters"),
     ],
 )
@@ -145,16 +146,8 @@ def test_local_selection_errors_name_the_users_files_not_the_temporary_folder(ca
     with pytest.raises(BratsError) as error:
         LocalSelection.open(renamed)
     message = str(error.value)
-    assert message.startswith("case 'BraTS20_007' in BraTS20_007: missing modality t2")  # as the API names it
+    assert "case 'BraTS20_007'" in message and "missing modality t2" in message  # named as the API names it
     assert tempfile.gettempdir() not in message and "brats_ui_" not in message
-    with pytest.raises(BratsError, match="^case: no NIfTI files") as error:
-        LocalSelection.open([("notes.txt", b"hello")])
-
-
-def test_match_case_pairs_by_id_or_a_lone_case():
-    assert match_case(["a", "b"], "b") == "b"
-    assert match_case(["case"], "BraTS_001") == "case"
-    assert match_case(["a", "b"], "c") is None
 
 
 def _nifti_bytes(labels: np.ndarray) -> bytes:
@@ -428,7 +421,7 @@ def test_app_shows_one_error_for_rejected_files_naming_them(api, monkeypatch):
     ).run()
     assert not at.exception
     [error] = _errors(at)  # the API's check only, not the UI's own as well
-    assert error.startswith("Cannot use scan_t1.nii: case 'scan' in scan: missing modality t1ce, t2, flair")
+    assert error.startswith("Cannot use scan_t1.nii: case 'scan' in the upload/scan: missing modality t1ce, t2, flair")
     assert "(HTTP 422)" in error and "/tmp" not in error and "brats_ui_" not in error
     assert not at.get("image") and "run" not in [button.key for button in at.button]
 
@@ -438,7 +431,7 @@ def test_app_reads_the_files_itself_when_the_api_is_down_naming_them(monkeypatch
     at.file_uploader(key="uploader").set_value(("scan_t1.nii", b"not a nifti", "application/octet-stream")).run()
     assert not at.exception
     [local] = [e.value for e in at.error if e.value.startswith("Cannot read these files:")]
-    assert "case 'scan' in scan: missing modality t1ce" in local  # named as the API names it
+    assert "case 'scan' in the upload/scan: missing modality t1ce" in local  # named as the API names it
     assert "/tmp" not in local and "brats_ui_" not in local and str(Path(tempfile.gettempdir())) not in local
 
 

@@ -19,17 +19,15 @@ import anyio
 import anyio.to_thread
 import numpy as np
 
-from brats_core.cases import CaseFiles, load_case
+from brats_app import registry
+from brats_core.cases import CaseFiles
 from brats_core.config import REGIONS
-from brats_core.errors import ArtifactError, BratsError
-from brats_core.evaluation import Segmenter, check_prediction, save_labels
+from brats_core.errors import BratsError, CheckpointError
+from brats_core.evaluation import Segmenter, segment_case
 from brats_core.labels import labels_to_regions
-from brats_core.metrics import region_metrics
 from sspp_unet_api.app.config import Settings
 
 T = TypeVar("T")
-#: Models whose artifacts load without unpickling (the API never loads a pickled artifact).
-PICKLE_FREE_MODELS: tuple[str, ...] = ("sspp", "unet", "naive")
 
 
 class ServiceBusy(Exception):
@@ -40,24 +38,23 @@ class ServiceBusy(Exception):
         self.retry_after = retry_after
 
 
-def resolve_device(device: str) -> str:
-    """``auto`` -> ``cuda`` when a GPU is usable, else ``cpu``."""
-    if device != "auto":
-        return device
-    import torch
+def _auto_device() -> str:
+    """The device ``auto`` means here (:func:`brats_core.device.resolve_device`; imports torch, so off the loop)."""
+    from brats_core.device import resolve_device
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    return str(resolve_device("auto"))
 
 
 class InferenceService:
     """The served models and the inference slots."""
 
     def __init__(self, settings: Settings, segmenter: Segmenter | None = None) -> None:
-        not_servable = [m for m in settings.allowed_models if m not in PICKLE_FREE_MODELS]
+        servable = registry.pickle_free_models()
+        not_servable = [m for m in settings.allowed_models if m not in servable]
         if not_servable:
             raise BratsError(
-                f"model(s) {', '.join(not_servable)} cannot be served: their artifacts are pickles, which the API "
-                f"never loads; choose among {', '.join(PICKLE_FREE_MODELS)}"
+                f"model(s) {', '.join(not_servable)} cannot be served: their checkpoints are pickles, which the "
+                f"API never loads; choose among {', '.join(servable)}"
             )
         self.settings = settings
         #: Resolved in :meth:`start` (importing torch here would slow down importing the app).
@@ -83,22 +80,20 @@ class InferenceService:
         return self._models[name]
 
     def _load(self, name: str) -> None:
-        from brats_core.segmenters import load_segmenter
-
         path = self.settings.checkpoint(name)
-        if path is not None and not path.is_file():
+        if not path.is_file():
             variable = "BRATS_CHECKPOINT" + ("" if name == self.settings.model else f"_{name.upper()}")
-            raise ArtifactError(
+            raise CheckpointError(
                 f"checkpoint of model {name!r} not found: {path}. Train one with `brats train {name}` "
                 f"or set {variable} to an export"
             )
-        self._models[name] = load_segmenter(name, artifact=path, device=self.device)
+        self._models[name] = registry.load_segmenter(name, path, device=self.device)
 
     async def start(self) -> None:
         """Create the slots and load every allowed model once (call from the running event loop)."""
         self._slots = anyio.Semaphore(self.settings.max_concurrent_inferences)
         if self.device == "auto":
-            self.device = await anyio.to_thread.run_sync(resolve_device, self.device)
+            self.device = await anyio.to_thread.run_sync(_auto_device)
         for name in self.settings.allowed_models:
             if name not in self._models:
                 await anyio.to_thread.run_sync(self._load, name)
@@ -153,28 +148,25 @@ def predict_case(segmenter: Segmenter, files: CaseFiles, out_path: Path) -> dict
     memory (a one-shot request therefore reads its files twice: validation at upload, then here).
     """
     start = time.perf_counter()
-    case = load_case(files)
-    model_start = time.perf_counter()
-    labels = check_prediction(segmenter.predict(case), case.shape, f"model {segmenter.name!r}")
-    runtime = time.perf_counter() - model_start
-    save_labels(labels, case.affine, out_path)
+    done = segment_case(segmenter, files, out_path)
+    case, scores = done.case, done.scores
     voxel_ml = float(np.prod(case.spacing)) / 1000.0
-    counts = np.count_nonzero(labels_to_regions(labels), axis=(1, 2, 3))
+    counts = np.count_nonzero(labels_to_regions(done.labels), axis=(1, 2, 3))
     volumes = {
         region: round(int(count) * voxel_ml, VOLUME_DECIMALS) for region, count in zip(REGIONS, counts, strict=True)
     }
     metrics = None
-    if case.seg is not None:
+    if scores is not None:
         names = {"dice": "dice", "hd95_mm": "hd95", "sensitivity": "sensitivity", "specificity": "specificity"}
         metrics = {
-            region: {key: round(float(m[name]), METRIC_DECIMALS) for key, name in names.items()}
-            for region, m in region_metrics(labels, case.seg, case.spacing).items()
+            region: {ours: round(float(scores[f"{region}_{theirs}"]), METRIC_DECIMALS) for ours, theirs in names.items()}
+            for region in REGIONS
         }
     return {
         "shape": list(case.shape),
         "spacing_mm": [float(s) for s in case.spacing],
         "volumes_ml": volumes,
         "metrics": metrics,
-        "runtime_seconds": round(runtime, SECONDS_DECIMALS),
+        "runtime_seconds": round(done.seconds, SECONDS_DECIMALS),
         "total_seconds": round(time.perf_counter() - start, SECONDS_DECIMALS),
     }
