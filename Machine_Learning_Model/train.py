@@ -30,6 +30,7 @@ from tqdm import tqdm
 from brats_core.cases import CaseFiles, load_case
 from brats_core.config import DEFAULT_SPLIT, LABELS, REGIONS, RESULTS_DIR, SHARED_DATA_DIR, PreprocessConfig
 from brats_core.errors import BratsError
+from brats_core.helptext import PlainHelpFormatter, description
 from brats_core.labels import labels_to_regions
 from brats_core.metrics import dice
 from brats_core.preprocessing import bounding_box, brain_mask, preprocess
@@ -250,7 +251,8 @@ def train(models: list[str], train_files: list[CaseFiles], val_files: list[CaseF
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="brats train ml", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="brats train ml", description=description(__doc__),
+                                     formatter_class=PlainHelpFormatter)
     parser.add_argument("--model", choices=(*MODEL_NAMES, "all"), default="all")
     parser.add_argument("--data", type=Path, default=SHARED_DATA_DIR, help="folder (or .zip) of cases")
     parser.add_argument("--split", type=Path, default=DEFAULT_SPLIT, help="patient-level split JSON")

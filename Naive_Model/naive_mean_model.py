@@ -28,6 +28,7 @@ from brats_core.cases import Case, CaseFiles, load_case
 from brats_core.config import DEFAULT_SPLIT, REGIONS, RESULTS_DIR, SHARED_DATA_DIR
 from brats_core.errors import BratsError, CheckpointError
 from brats_core.figures import save_png
+from brats_core.helptext import PlainHelpFormatter, description
 from brats_core.labels import labels_to_regions, regions_to_labels
 from brats_core.preprocessing import brain_mask
 from brats_core.provenance import Provenance, this_machine, today
@@ -257,7 +258,8 @@ def save_mean_maps_png(segmenter: NaiveMeanSegmenter, path: Path | str) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="brats train naive", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="brats train naive", description=description(__doc__),
+                                     formatter_class=PlainHelpFormatter)
     parser.add_argument("--data", type=Path, default=SHARED_DATA_DIR, help="folder (or .zip) of cases")
     parser.add_argument("--split", type=Path, default=DEFAULT_SPLIT, help="patient-level split JSON")
     parser.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT, help="where to save the atlas")
