@@ -229,3 +229,14 @@ def test_training_announces_every_slow_step_and_prints_short_numbers(files: list
     assert re.search(r"\d\.\d{5,}", out) is None, out
     for bar in ("features: load, preprocess, sample", "features: atlas prior", "validation"):
         assert f"{bar}:   0%" in err, err  # shown from the start (fast passes may skip later refreshes)
+
+
+def test_ml_models_need_the_template_space_of_their_atlas(models: dict) -> None:
+    """Their features include the atlas prior, so like the naive atlas they need cases of the atlas's grid
+    (BraTS: 240 x 240 x 155); another shape is refused with the reason, for every model."""
+    other = make_synthetic_case("other_grid", shape=(40, 48, 32), seed=9)
+    assert set(models) == set(MODEL_NAMES)
+    for segmenter in models.values():
+        with pytest.raises(BratsError, match=r"shape \(40, 48, 32\) differs from the atlas shape \(48, 48, 32\); "
+                                             r"an atlas needs cases registered to one template"):
+            segmenter.predict(other)
