@@ -35,7 +35,8 @@ class Progress:
     def run(self, text: str, func: Callable[[], T], expected_s: float | None = None) -> T:
         """``func()`` in a worker thread; meanwhile the bar shows ``text`` and the seconds elapsed."""
         start = time.monotonic()
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="brats-ui-call") as pool:
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="brats-ui-call")
+        try:
             future = pool.submit(func)
             while True:
                 elapsed = time.monotonic() - start
@@ -46,7 +47,14 @@ class Progress:
                 )
                 if wait([future], timeout=POLL_S).done:
                     break
-        result = future.result()  # raises what func raised
+        finally:  # a rerun (the user clicked meanwhile) stops this script here: the call ends on its own
+            pool.shutdown(wait=False)
+        try:
+            result = future.result()  # raises what func raised
+        except Exception:
+            fraction = min(1.0, self.done / self.steps)
+            self.bar.progress(fraction, text=f"{text} failed after {time.monotonic() - start:.1f} s")
+            raise
         self.done += 1
         self.bar.progress(min(1.0, self.done / self.steps), text=f"{text} done in {time.monotonic() - start:.1f} s")
         return result

@@ -477,3 +477,29 @@ def test_app_rechecks_the_api_on_request(api, monkeypatch):
     at.button(key="recheck").click().run()
     assert app.requests[("GET", "/")] == checks + 1
     assert "API reachable" in at.sidebar.success[0].value
+
+
+def _progress_script() -> None:
+    import time
+
+    import streamlit as st
+
+    from streamlit_app.progress import Progress
+
+    progress = Progress("Working", steps=2)
+    assert progress.run("first step…", lambda: time.sleep(0.6) or 7, expected_s=0.5) == 7
+    try:
+        progress.run("second step…", lambda: 1 / 0)
+    except ZeroDivisionError:
+        st.session_state.failed = True
+    progress.finish("Done", ok=not st.session_state.get("failed"))
+
+
+def test_progress_runs_each_step_off_the_script_thread_and_reports_the_end():
+    at = AppTest.from_function(_progress_script, default_timeout=30)
+    at.run()
+    assert not at.exception and at.session_state["failed"]
+    [status] = at.status
+    assert status.label.startswith("Done (") and status.state == "error"  # the failed step shows in red
+    [bar] = at.progress
+    assert bar.value == 50 and bar.proto.text.startswith("second step… failed after 0.")
