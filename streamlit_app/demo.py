@@ -20,7 +20,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from brats_app.registry import models_of
+from brats_app.registry import models_of, spec
 from brats_core.config import REPO_ROOT
 from brats_core.errors import BratsError
 from sspp_unet_api.app.config import Settings
@@ -93,6 +93,21 @@ def _busy_message(host: str, api_port: int, ui_port: int) -> str | None:
     )
 
 
+def _missing_checkpoint(settings: Settings) -> str | None:
+    """None when every served model has its checkpoint, else what is missing and how to get it."""
+    for model in settings.allowed_models:
+        checkpoint = settings.checkpoint(model)
+        if not checkpoint.is_file():
+            variable = "BRATS_CHECKPOINT" + ("" if model == settings.model else f"_{model.upper()}")
+            export = f" --export {checkpoint}" if model in models_of("Deep_Learning_Model") else ""
+            return (
+                f"{checkpoint} is missing (the checkpoint of model {model}).\n"
+                f"Train one with `.venv/bin/brats train {spec(model).family} --data DATA_DIR{export}`, "
+                f"point {variable} at an existing export, or serve fewer models (BRATS_ALLOWED_MODELS)."
+            )
+    return None
+
+
 def _commands(host: str, api_port: int, ui_port: int) -> tuple[list[str], list[str]]:
     api = [sys.executable, "-m", "sspp_unet_api.app.main", "--host", host, "--port", str(api_port)]
     ui = [
@@ -147,8 +162,8 @@ def main(argv: list[str] | None = None) -> int:
 
     # Both deep models unless the user chose: the UI then offers a model switch and a side-by-side comparison.
     default = os.environ.get("BRATS_MODEL", "").strip() or Settings.model
-    deep = [default, *(m for m in models_of("Deep_Learning_Model") if m != default)]
-    env = {**os.environ, "BRATS_ALLOWED_MODELS": os.environ.get("BRATS_ALLOWED_MODELS", "").strip() or ",".join(deep)}
+    served = [default, *(m for m in models_of("Deep_Learning_Model") if m != default)]
+    env = {**os.environ, "BRATS_ALLOWED_MODELS": os.environ.get("BRATS_ALLOWED_MODELS", "").strip() or ",".join(served)}
     try:
         settings = Settings.from_env(env)
         api_port = args.api_port or _env_port(API_PORT_ENV, DEFAULT_API_PORT)
@@ -156,17 +171,13 @@ def main(argv: list[str] | None = None) -> int:
     except BratsError as exc:
         print(f"demo: error: {exc}", file=sys.stderr)
         return 2
-    for model in settings.allowed_models:
-        checkpoint = settings.checkpoint(model)
-        if not checkpoint.is_file():
-            variable = "BRATS_CHECKPOINT" + ("" if model == settings.model else f"_{model.upper()}")
-            print(
-                f"demo: error: {checkpoint} is missing (the checkpoint of model {model}).\n"
-                f"Train one with `.venv/bin/brats train {model} --data DATA_DIR --export {checkpoint}`, "
-                f"point {variable} at an existing export, or serve fewer models (BRATS_ALLOWED_MODELS).",
-                file=sys.stderr,
-            )
-            return 2
+    try:
+        missing = _missing_checkpoint(settings)
+    except BratsError as exc:  # e.g. an unknown model in BRATS_ALLOWED_MODELS
+        missing = str(exc)
+    if missing:
+        print(f"demo: error: {missing}", file=sys.stderr)
+        return 2
 
     busy = _busy_message(args.host, api_port, ui_port)
     if busy:

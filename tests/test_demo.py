@@ -53,6 +53,13 @@ def test_demo_names_the_missing_checkpoint_of_the_second_model(tmp_path, random_
     assert "BRATS_CHECKPOINT_UNET" in message and "BRATS_ALLOWED_MODELS" in message
 
 
+def test_demo_names_an_unknown_model(random_export, monkeypatch, capsys):
+    monkeypatch.setenv("BRATS_CHECKPOINT", str(random_export))
+    monkeypatch.setenv("BRATS_ALLOWED_MODELS", "sspp,nope")
+    assert demo.main(["--api-port", str(free_port()), "--ui-port", str(free_port())]) == 2
+    assert "demo: error: unknown model 'nope'" in capsys.readouterr().err
+
+
 def test_demo_refuses_a_busy_port_and_names_the_make_form(random_export, monkeypatch, capsys):
     monkeypatch.setenv("BRATS_CHECKPOINT", str(random_export))
     ui_port = free_port()
