@@ -36,8 +36,9 @@ test: setup lint browser
 bench: setup
 	$(PY) benchmarks/run_all.py
 
+# Ports: `make demo API_PORT=8100 UI_PORT=8600` (or the environment variables API_PORT and UI_PORT).
 demo: setup
-	$(PY) -m streamlit_app.demo
+	$(PY) -m streamlit_app.demo $(if $(API_PORT),--api-port $(API_PORT)) $(if $(UI_PORT),--ui-port $(UI_PORT))
 
 clean:
 	rm -rf $(VENV) .cache .tmp .pytest_cache .ruff_cache

@@ -21,6 +21,7 @@ from dataclasses import replace
 import torch
 
 from brats_core.errors import BratsError
+from brats_core.helptext import PlainHelpFormatter, description
 from brats_core.provenance import this_machine, today
 from Deep_Learning_Model.model import ARCHS, count_parameters
 from Deep_Learning_Model.training.config import (
@@ -73,25 +74,33 @@ def _positive_or_none(text: str) -> float | None:
     return value if value > 0 else None
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """Options map one to one onto :class:`TrainConfig` fields; unset options are absent from the namespace."""
+def build_parser(model: str | None = None) -> argparse.ArgumentParser:
+    """Options map one to one onto :class:`TrainConfig` fields; unset options are absent from the namespace.
+
+    ``model``: the parser of ``brats train <model>``, which fixes the network (no ``--model`` option).
+    """
     defaults = TrainConfig()
     presets = "; ".join(f"{name}: {', '.join(f'{k}={v}' for k, v in values.items()) or 'the defaults'}"
                         for name, values in PRESETS.items())
     parser = argparse.ArgumentParser(
-        prog="brats train unet|sspp",
-        description=__doc__.splitlines()[0],
+        prog=f"brats train {model}" if model else "brats train unet|sspp",
+        description=description(__doc__),
+        formatter_class=PlainHelpFormatter,
         argument_default=argparse.SUPPRESS,
         epilog=(
             f"Unset options come from --preset. Defaults: epochs {defaults.epochs}, max steps per epoch "
             f"{defaults.max_steps_per_epoch}, batch {defaults.batch_size}, lr {defaults.lr}, weight decay "
             f"{defaults.weight_decay}, warm-up {defaults.warmup_epochs} epoch, grad clip {defaults.grad_clip}, "
             f"base width {defaults.base_width}, context {defaults.context}, size {defaults.size}, oversample "
-            f"{defaults.oversample}, workers {defaults.workers}, seed {defaults.seed}. Presets: {presets}."
+            f"{defaults.oversample}, workers {defaults.workers} (the cores available, at most 4), seed {defaults.seed}. "
+            f"Presets: {presets}."
         ),
     )
     add = parser.add_argument
-    add("--model", choices=ARCHS, help="network to train (required unless --resume)")
+    if model is None:
+        add("--model", choices=ARCHS, help="network to train (required unless --resume)")
+    else:
+        parser.set_defaults(model=model)
     add("--data", help="folder or .zip of NIfTI cases (cached on first use)")
     add("--from-cache", help="train from this slice-cache folder (<cache root>/<key>) without NIfTI")
     add("--split", help="patient-level split JSON (default splits/brats_dev.json)")
@@ -243,8 +252,9 @@ def run(overrides: dict, ctx: DistContext) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+def main(argv: list[str] | None = None, model: str | None = None) -> int:
+    """The command; ``model`` fixes the network (``brats train unet`` / ``brats train sspp``)."""
+    args = build_parser(model).parse_args(sys.argv[1:] if argv is None else argv)
     try:
         return run(vars(args), context_from_env())
     except BratsError as exc:

@@ -18,17 +18,19 @@ the checkpoints and score them on its test cases with the shared harness.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 from sklearn.base import clone
+from tqdm import tqdm
 
 from brats_core.cases import CaseFiles, load_case
 from brats_core.config import DEFAULT_SPLIT, LABELS, REGIONS, RESULTS_DIR, SHARED_DATA_DIR, PreprocessConfig
 from brats_core.errors import BratsError
+from brats_core.helptext import PlainHelpFormatter, description
 from brats_core.labels import labels_to_regions
 from brats_core.metrics import dice
 from brats_core.preprocessing import bounding_box, brain_mask, preprocess
@@ -64,17 +66,22 @@ def sample_index(labels: np.ndarray, brain: np.ndarray, per_case: int, rng: np.r
     return np.sort(np.concatenate(picks))
 
 
+def _bar(items: list, desc: str, progress: bool) -> tqdm:
+    """A progress bar (stderr, removed when done) over the cases of one slow step."""
+    return tqdm(items, desc=desc, unit="case", leave=False, disable=not progress)
+
+
 def training_samples(files: list[CaseFiles], preprocess_config: PreprocessConfig, feature_config: FeatureConfig,
-                     per_case: int, seed: int) -> tuple[AtlasCounts, np.ndarray, np.ndarray]:
+                     per_case: int, seed: int, progress: bool = True) -> tuple[AtlasCounts, np.ndarray, np.ndarray]:
     """The atlas of the training cases and the features and labels of their sampled voxels.
 
     Each case is loaded once: its regions are counted into the atlas and its samples' image features computed;
     the samples' atlas prior, leave-one-out (the atlas without their own case), is added once every case is
-    counted, from the case's seg kept cropped to its tumour.
+    counted, from the case's seg kept cropped to its tumour. ``progress``: a bar per pass over the cases.
     """
     rng = np.random.default_rng(seed)
     atlas, sampled = AtlasCounts(), []
-    for case_files in files:
+    for case_files in _bar(files, "features: load, preprocess, sample", progress):
         case = load_case(case_files)
         atlas.add(case)
         pre = preprocess(case, preprocess_config)
@@ -87,7 +94,7 @@ def training_samples(files: list[CaseFiles], preprocess_config: PreprocessConfig
         raise BratsError(f"the ML models need at least two training cases, got {atlas.n_cases}")
     features, targets = [], []
     seg = np.zeros(atlas.counts.shape[1:], dtype=np.uint8)
-    for image, target, index, geometry, box, tumour in sampled:
+    for image, target, index, geometry, box, tumour in _bar(sampled, "features: atlas prior", progress):
         seg[...] = 0
         seg[box] = tumour
         prior = atlas_prior(atlas.leave_one_out_levels(labels_to_regions(seg)), geometry)
@@ -169,12 +176,19 @@ def tune_postprocessing(segmenter: VoxelSegmenter, validation: list[dict]) -> di
 def train(models: list[str], train_files: list[CaseFiles], val_files: list[CaseFiles],
           preprocess_config: PreprocessConfig = DEFAULT_PREPROCESS, feature_config: FeatureConfig = FeatureConfig(),
           samples_per_case: int = 4000, knn_max_samples: int = 10000, seed: int = 0,
-          log=print) -> dict[str, VoxelSegmenter]:
-    """Fit, tune and return the requested models (see module docstring); nothing is written."""
+          log=None, progress: bool = True) -> dict[str, VoxelSegmenter]:
+    """Fit, tune and return the requested models (see module docstring); nothing is written.
+
+    ``log`` (default: print, flushed at once) gets a line when each step starts and ends; ``progress`` shows a
+    bar over the cases of each pass.
+    """
+    log = log or partial(print, flush=True)
     if not val_files:
         raise BratsError("the split has no validation cases; the ML models tune their thresholds on them")
     start = time.perf_counter()
-    atlas, features, targets = training_samples(train_files, preprocess_config, feature_config, samples_per_case, seed)
+    log(f"features: {len(train_files)} training cases (each loaded once)…")
+    atlas, features, targets = training_samples(train_files, preprocess_config, feature_config, samples_per_case, seed,
+                                                progress)
     levels = atlas.levels()
     features_s = time.perf_counter() - start
     log(f"features: {features.shape[0]} samples x {features.shape[1]} from {atlas.n_cases} cases in {features_s:.1f} s")
@@ -184,6 +198,7 @@ def train(models: list[str], train_files: list[CaseFiles], val_files: list[CaseF
     for member in members:
         start = time.perf_counter()
         rows = stratified_subset(targets, knn_max_samples, seed) if member == "knn" else slice(None)
+        log(f"{member}: fitting on {len(targets[rows])} samples…")
         estimators[member] = clone(build_estimator(member, seed)).fit(features[rows], targets[rows])
         fit_s[member] = time.perf_counter() - start
         log(f"{member}: fitted in {fit_s[member]:.1f} s")
@@ -193,7 +208,8 @@ def train(models: list[str], train_files: list[CaseFiles], val_files: list[CaseF
     probe = VoxelSegmenter(models[0], estimators, dict.fromkeys(members, 0.0), levels, preprocess_config,
                            feature_config)
     probe.set_n_jobs(-1)
-    validation = [_validation_case(case_files, probe) for case_files in val_files]
+    log(f"tuning: scoring {len(val_files)} validation cases with {', '.join(members)}…")
+    validation = [_validation_case(case_files, probe) for case_files in _bar(val_files, "validation", progress)]
     thresholds, val_dice = {}, {}
     for member in members:
         thresholds[member], val_dice[member] = tune_threshold(validation, member)
@@ -201,6 +217,7 @@ def train(models: list[str], train_files: list[CaseFiles], val_files: list[CaseF
     lead = max(members, key=val_dice.get)
     tuning_s = time.perf_counter() - start
 
+    log(f"tuning: smallest tumour component kept, for {', '.join(models)}…")
     out = {}
     for name in models:
         start = time.perf_counter()
@@ -211,7 +228,8 @@ def train(models: list[str], train_files: list[CaseFiles], val_files: list[CaseF
         post = tune_postprocessing(segmenter, validation)
         best = max(post.values())
         segmenter.min_component_fraction = min(f for f, value in post.items() if value >= best - 1e-9)
-        log(f"{name}: validation mean Dice by min component fraction {json.dumps(post)} "
+        by_fraction = ", ".join(f"{fraction:g}: {value:.4f}" for fraction, value in post.items())
+        log(f"{name}: validation mean Dice by min component fraction {{{by_fraction}}} "
             f"-> {segmenter.min_component_fraction:g}")
         segmenter.info = {
             "train_case_ids": atlas.case_ids,
@@ -233,7 +251,8 @@ def train(models: list[str], train_files: list[CaseFiles], val_files: list[CaseF
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="brats train ml", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="brats train ml", description=description(__doc__),
+                                     formatter_class=PlainHelpFormatter)
     parser.add_argument("--model", choices=(*MODEL_NAMES, "all"), default="all")
     parser.add_argument("--data", type=Path, default=SHARED_DATA_DIR, help="folder (or .zip) of cases")
     parser.add_argument("--split", type=Path, default=DEFAULT_SPLIT, help="patient-level split JSON")
@@ -254,14 +273,16 @@ def main(argv: list[str] | None = None) -> int:
 def _train(args: argparse.Namespace, models: list[str], subsets: dict[str, list[CaseFiles]]) -> int:
     from brats_core.evaluation import evaluate_segmenter
 
+    print(f"brats train ml: {', '.join(models)} on {len(subsets['train'])} training and {len(subsets['val'])} "
+          f"validation cases of {args.data} ({args.split.name})", flush=True)
     start = time.perf_counter()
     segmenters = train(models, subsets["train"], subsets["val"], PreprocessConfig(size=args.size), FeatureConfig(),
                        args.samples_per_case, args.knn_max_samples, args.seed)
-    print(f"trained {', '.join(models)} in {time.perf_counter() - start:.1f} s")
+    print(f"trained {', '.join(models)} in {time.perf_counter() - start:.1f} s", flush=True)
     test_files = [] if args.no_eval else subsets["test"]
     for name, segmenter in segmenters.items():
         path = segmenter.save(args.checkpoints / f"{name}.joblib")
-        print(f"saved {path} ({path.stat().st_size / 1e6:.2f} MB)")
+        print(f"saved {path} ({path.stat().st_size / 1e6:.2f} MB)", flush=True)
         if test_files:
             out_dir = args.results / name
             segmenter.set_n_jobs(-1)

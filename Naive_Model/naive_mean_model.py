@@ -23,11 +23,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from brats_core.cases import Case, CaseFiles, load_case
 from brats_core.config import DEFAULT_SPLIT, REGIONS, RESULTS_DIR, SHARED_DATA_DIR
 from brats_core.errors import BratsError, CheckpointError
 from brats_core.figures import save_png
+from brats_core.helptext import PlainHelpFormatter, description
 from brats_core.labels import labels_to_regions, regions_to_labels
 from brats_core.preprocessing import brain_mask
 from brats_core.provenance import Provenance, this_machine, today
@@ -145,10 +147,11 @@ class NaiveMeanSegmenter:
         return tuple(int(s) for s in self.levels.shape[1:])
 
     @classmethod
-    def fit(cls, cases: Iterable[Case]) -> NaiveMeanSegmenter:
+    def fit(cls, cases: Iterable[Case], progress: bool = False) -> NaiveMeanSegmenter:
         """Build the atlas from ``cases`` (with seg) and tune one threshold per region (leave-one-out).
 
         ``fit_seconds`` records the wall time, including the loading of the cases that ``cases`` yields.
+        ``progress``: a bar (stderr) over the cases of the tuning pass.
         """
         start = time.perf_counter()
         atlas, packed = AtlasCounts(), []
@@ -162,7 +165,8 @@ class NaiveMeanSegmenter:
         shape = counts.shape[1:]
         n_voxels = int(np.prod(shape))
         dice = np.zeros((len(ids), len(REGION_NAMES), LEVELS))
-        for i, (regions_bits, brain_bits) in enumerate(packed):
+        tuning = tqdm(packed, desc="naive: thresholds, leave-one-out", unit="case", leave=False, disable=not progress)
+        for i, (regions_bits, brain_bits) in enumerate(tuning):
             regions = np.unpackbits(regions_bits, count=3 * n_voxels).reshape(counts.shape).astype(bool)
             brain = np.unpackbits(brain_bits, count=n_voxels).reshape(shape).astype(bool)
             loo = atlas.leave_one_out_levels(regions)
@@ -257,7 +261,8 @@ def save_mean_maps_png(segmenter: NaiveMeanSegmenter, path: Path | str) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="brats train naive", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="brats train naive", description=description(__doc__),
+                                     formatter_class=PlainHelpFormatter)
     parser.add_argument("--data", type=Path, default=SHARED_DATA_DIR, help="folder (or .zip) of cases")
     parser.add_argument("--split", type=Path, default=DEFAULT_SPLIT, help="patient-level split JSON")
     parser.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT, help="where to save the atlas")
@@ -274,12 +279,14 @@ def _train(args: argparse.Namespace, subsets: dict[str, list[CaseFiles]]) -> int
     from brats_core.evaluation import evaluate_segmenter
 
     train_files = subsets["train"]
-    segmenter = NaiveMeanSegmenter.fit(load_case(files) for files in train_files)
+    print(f"naive: atlas of {len(train_files)} training cases, then one threshold per region…", flush=True)
+    loading = tqdm(train_files, desc="naive: atlas, load and count", unit="case", leave=False)
+    segmenter = NaiveMeanSegmenter.fit((load_case(files) for files in loading), progress=True)
     segmenter.save(args.checkpoint)
     save_mean_maps_png(segmenter, args.png)
     thresholds = ", ".join(f"{r} {t / LEVELS:.3f}" for r, t in zip(REGION_NAMES, segmenter.thresholds, strict=True))
     print(f"naive: atlas of {len(train_files)} training cases in {segmenter.fit_seconds:.1f} s; "
-          f"thresholds {thresholds}")
+          f"thresholds {thresholds}", flush=True)
     print(f"saved {args.checkpoint} ({args.checkpoint.stat().st_size / 1e6:.2f} MB) and {args.png}")
     if not args.no_eval:
         test_files = subsets["test"]

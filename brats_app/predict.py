@@ -17,7 +17,8 @@ from tqdm import tqdm
 from brats_app.registry import REGISTRY, load_segmenter
 from brats_core.cases import CaseFiles, open_cases
 from brats_core.errors import BratsError
-from brats_core.evaluation import segment_case
+from brats_core.evaluation import Segmenter, segment_case
+from brats_core.helptext import PlainHelpFormatter, description
 
 
 def shard() -> tuple[int, int]:
@@ -55,7 +56,8 @@ def collect_cases(inputs: list[Path], stack: ExitStack) -> list[CaseFiles]:
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="brats predict", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="brats predict", description=description(__doc__),
+                                     formatter_class=PlainHelpFormatter)
     parser.add_argument("--model", required=True, help=f"model name: {', '.join(REGISTRY)}")
     parser.add_argument("--out", required=True, type=Path, help="output folder for <case_id>.nii.gz")
     parser.add_argument("--checkpoint", type=Path, help="model checkpoint (default: the shipped one)")
@@ -65,14 +67,17 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
 
     rank, world = shard()
-    with ExitStack() as stack:
-        return _predict(args, rank, world, collect_cases(args.inputs, stack))
-
-
-def _predict(args: argparse.Namespace, rank: int, world: int, cases: list[CaseFiles]) -> int:
-    mine = cases[rank::world]
+    # The model first: a wrong name or a missing or bad checkpoint is reported before any input is read.
+    if args.checkpoint is not None and not args.checkpoint.is_file():
+        raise BratsError(f"{args.checkpoint}: checkpoint file not found (--checkpoint)")
     options = {"tta": True} if args.tta else {}
     segmenter = load_segmenter(args.model, args.checkpoint, device=_device(args.device, world), **options)
+    with ExitStack() as stack:
+        return _predict(args, rank, world, collect_cases(args.inputs, stack), segmenter)
+
+
+def _predict(args: argparse.Namespace, rank: int, world: int, cases: list[CaseFiles], segmenter: Segmenter) -> int:
+    mine = cases[rank::world]
     where = f" (rank {rank}/{world})" if world > 1 else ""
     start = time.perf_counter()
     for files in tqdm(mine, desc=f"predict {args.model}{where}", unit="case", disable=not mine):

@@ -33,7 +33,8 @@ class ModelSpec:
     #: ``"module:function"``: ``load_segmenter(name, checkpoint, device=None, **options)``; the function declares
     #: the options it supports as keyword parameters (e.g. ``tta: bool = False``).
     loader: str
-    #: ``"module:function"``: the family's training command, ``main(argv)``, given ``trainer_args`` first.
+    #: ``"module:function"``: the family's training command, ``main(argv)``; with ``trainer_fixes_model``,
+    #: ``main(argv, model=name)``, whose parser then fixes the model (no ``--model`` option, ``--help`` says so).
     trainer: str
     #: The shipped checkpoint, used when none is given.
     default_checkpoint: Path
@@ -42,7 +43,7 @@ class ModelSpec:
     #: ``"module:function"``: ``fit(names, job) -> {name: (segmenter, train seconds or None)}`` for
     #: ``brats compare`` (:class:`brats_app.compare.runner.TrainJob`).
     fit: str
-    trainer_args: tuple[str, ...] = ()
+    trainer_fixes_model: bool = False
     #: The seed project's headline number for this model (its own data, metric and split), if it reported one.
     seed_score: float | None = None
 
@@ -62,7 +63,7 @@ def _ml(name: str, display: str, seed_score: float | None = None) -> ModelSpec:
 def _deep(name: str, display: str, seed_score: float | None = None) -> ModelSpec:
     return ModelSpec(name, display, name, "Deep_Learning_Model.predictor:load_segmenter",
                      "Deep_Learning_Model.train:main", _DL / f"{name}.pt", True, f"{_FITS}:train_deep",
-                     trainer_args=("--model", name), seed_score=seed_score)
+                     trainer_fixes_model=True, seed_score=seed_score)
 
 
 #: Every model, in table order.

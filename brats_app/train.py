@@ -7,11 +7,25 @@ import sys
 from brats_app.registry import families, resolve
 
 
+def usage() -> str:
+    """The families one can train and the models each one trains (from the registry)."""
+    lines = ["usage: brats train <family> [options]   (`brats train <family> --help` for its options)", "", "families:"]
+    lines += [f"  {family:<8} trains {', '.join(spec.name for spec in specs)}" for family, specs in families().items()]
+    return "\n".join(lines)
+
+
 def main(argv: list[str]) -> int:
     trainers = {family: specs[0] for family, specs in families().items()}
-    if not argv or argv[0] not in trainers:
-        print(f"usage: brats train {{{'|'.join(trainers)}}} [options]  (--help after the family for its options)",
+    if not argv or argv[0] in {"-h", "--help"}:
+        print(usage(), file=sys.stdout if argv else sys.stderr)
+        return 0 if argv else 2
+    if argv[0] not in trainers:
+        family = next((f for f, specs in families().items() if argv[0] in {s.name for s in specs}), None)
+        hint = f" ('{argv[0]}' is trained by `brats train {family} --model {argv[0]}`)" if family else ""
+        known = ", ".join(trainers)
+        print(f"brats train: unknown model family {argv[0]!r}{hint}; choose one of {known}\n\n{usage()}",
               file=sys.stderr)
         return 2
     spec, rest = trainers[argv[0]], argv[1:]
-    return int(resolve(spec.trainer)([*spec.trainer_args, *rest]) or 0)
+    trainer = resolve(spec.trainer)
+    return int((trainer(rest, model=spec.name) if spec.trainer_fixes_model else trainer(rest)) or 0)

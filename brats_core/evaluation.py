@@ -144,20 +144,44 @@ def evaluate_segmenter(
     return write_reports(rows, out_dir, title=f"{segmenter.name}: {len(rows)} cases", extra=extra)
 
 
-def evaluate_folders(pred_dir: Path | str, ref_dir: Path | str, out_dir: Path | str, progress: bool = True) -> dict:
+class MissingPredictions(BratsError):
+    """Some reference cases have no ``<case_id>.nii.gz`` in the prediction folder (``missing``: their ids)."""
+
+    def __init__(self, pred_dir: Path, missing: list[str], n_references: int) -> None:
+        shown = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
+        others = ", and one <case_id>.nii.gz for each of the others" if len(missing) > 1 else ""
+        super().__init__(
+            f"{pred_dir}: missing prediction for {len(missing)} of the {n_references} reference cases ({shown}): "
+            f"expected {Path(pred_dir) / f'{missing[0]}.nii.gz'}{others}"
+        )
+        self.missing, self.n_references = missing, n_references
+
+
+def evaluate_folders(
+    pred_dir: Path | str, ref_dir: Path | str, out_dir: Path | str, progress: bool = True,
+    only_predicted: bool = False,
+) -> dict:
     """Score ``<pred_dir>/<case_id>.nii.gz`` against the seg of every case found in ``ref_dir``.
 
-    A missing prediction, or one whose shape, affine or labels do not match its reference, raises BratsError
-    naming the file.
+    Strict by default: a reference without its prediction raises :class:`MissingPredictions` (before anything
+    is read). With ``only_predicted`` those references are skipped; the summary lists them
+    (``missing_predictions``) and says how many references there were. A prediction whose shape, affine or
+    labels do not match its reference raises BratsError naming the file.
     """
     pred_dir = Path(pred_dir)
     if not pred_dir.is_dir():
         raise BratsError(f"{pred_dir}: prediction folder not found")
-    rows = []
     with open_cases(ref_dir) as references:
-        for files in tqdm(references, desc="evaluate", unit="case", disable=not progress):
-            rows.append(_score_file(pred_dir, files, ref_dir))
-    return write_reports(rows, out_dir, title=f"{pred_dir}: {len(rows)} cases")
+        missing = [f.case_id for f in references if not (pred_dir / f"{f.case_id}.nii.gz").is_file()]
+        if missing and (not only_predicted or len(missing) == len(references)):
+            raise MissingPredictions(pred_dir, missing, len(references))
+        scored = [f for f in references if f.case_id not in missing]
+        rows = [_score_file(pred_dir, files, ref_dir)
+                for files in tqdm(scored, desc="evaluate", unit="case", disable=not progress)]
+        n_references = len(references)
+    extra = {"n_references": n_references, "missing_predictions": missing} if missing else None
+    title = f"{pred_dir}: {len(rows)} cases" + (f" of {n_references} references" if missing else "")
+    return write_reports(rows, out_dir, title=title, extra=extra)
 
 
 def _score_file(pred_dir: Path, files: CaseFiles, ref_dir: Path | str) -> dict:
@@ -224,6 +248,9 @@ def _markdown(summary: dict) -> str:
         f"{summary['n_cases']} cases, mean ± sd over cases; 3D per case in the original voxel space. "
         f"Both masks empty: Dice 1, HD95 0; one empty: Dice 0, HD95 {HD95_ONE_EMPTY} mm.",
         "",
+        *([f"Not scored, no prediction ({len(summary['missing_predictions'])} of {summary['n_references']} "
+           f"references): {', '.join(summary['missing_predictions'])}.", ""]
+          if summary.get("missing_predictions") else []),
         "| Region | Dice | HD95 (mm) | Sensitivity | Specificity |",
         "| --- | --- | --- | --- | --- |",
     ]

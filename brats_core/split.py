@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from brats_core.errors import BratsError
+from brats_core.helptext import PlainHelpFormatter, description
 
 if TYPE_CHECKING:
     from brats_core.cases import CaseFiles
@@ -196,7 +197,8 @@ def split_case_files(data: Path | str, split_path: Path | str) -> Iterator[dict[
 def main(argv: list[str]) -> int:
     from brats_core.cases import open_cases
 
-    parser = argparse.ArgumentParser(prog="brats split", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="brats split", description=description(__doc__),
+                                     formatter_class=PlainHelpFormatter)
     parser.add_argument("data_dir", type=Path, help="folder (or .zip) of cases; case ids are the patients")
     parser.add_argument("--out", type=Path, help="JSON file to write (default: print the split to stdout)")
     parser.add_argument("--seed", type=int, default=0)

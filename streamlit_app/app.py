@@ -8,10 +8,9 @@ per selection; only the predicted segmentation comes back. Every failure is show
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import time
-from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 REPO = str(Path(__file__).resolve().parents[1])
@@ -22,112 +21,29 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from brats_core.config import MODALITIES
 from brats_core.errors import BratsError
-from brats_core.figures import MODALITY_NAMES, labels_rgb, largest_tumour_slice, overlay, to_grey
 from streamlit_app import viewer
-from streamlit_app.api_client import ApiClient, ApiError, default_api_url
+from streamlit_app.api_client import ApiClient, ApiError
+from streamlit_app.connection import (
+    api_client,
+    api_identity,
+    chosen_models,
+    display_name,
+    fetch_sample,
+    model_name,
+    sidebar,
+)
+from streamlit_app.progress import Progress
+from streamlit_app.results import CaseView, Prediction, show_results, show_viewer
 from streamlit_app.selection import LocalSelection, read_segmentation, selection_digest
 
 LOG = logging.getLogger("streamlit_app")
-#: Seconds a health answer is reused before the API is asked again.
-HEALTH_TTL_S = 30.0
 SAMPLE_NAME = "sample_case.zip"
-#: Channel of the modality under the overlay.
-FLAIR = MODALITIES.index("flair")
 state = st.session_state
-
-
-@dataclass
-class CaseView:
-    """One locally loaded case, reoriented for display (RAS+), with a display window per modality."""
-
-    case_id: str
-    shape: tuple[int, int, int]
-    affine: np.ndarray
-    images: np.ndarray
-    seg: np.ndarray | None
-    windows: list[tuple[float, float]]
-
-
-@dataclass
-class Prediction:
-    """The API's answer for one case, its segmentation file and (when the case is loaded) its RAS+ labels."""
-
-    result: dict
-    segmentation: bytes
-    labels: np.ndarray | None
-
-
-# ------------------------------------------------------------------------------------------------ helpers
-def api_identity() -> tuple[str, str]:
-    return state.api_url.strip().rstrip("/"), state.api_key
-
-
-def api_client() -> ApiClient:
-    url, key = api_identity()
-    return ApiClient(url, key or None)
-
-
-@st.cache_resource(show_spinner=False, max_entries=4, ttl=3600)
-def fetch_sample(api_url: str, api_key: str) -> bytes:
-    """The sample zip of the API at ``api_url``, downloaded once per URL and key (failures are not cached).
-
-    A resource cache: the immutable bytes are shared as they are, not pickled and copied on every hit.
-    """
-    return ApiClient(api_url, api_key or None).download_sample()
-
-
-def _forget_health() -> None:
-    state.pop("health", None)
-
-
-def check_health() -> tuple[dict | None, str | None]:
-    """(health answer, None) or (None, error message), reused for :data:`HEALTH_TTL_S` seconds."""
-    cache = state.setdefault("health", {})
-    key = api_identity()
-    entry = cache.get(key)
-    if entry is None or time.monotonic() - entry[0] > HEALTH_TTL_S:
-        try:
-            entry = (time.monotonic(), api_client().health(), None)
-        except ApiError as exc:
-            entry = (time.monotonic(), None, str(exc))
-        cache[key] = entry
-    return entry[1], entry[2]
 
 
 def _megabytes(files: list[tuple[str, bytes]]) -> str:
     return f"{sum(len(data) for _, data in files) / 1024**2:.1f} MB"
-
-
-# ------------------------------------------------------------------------------------------------ sidebar
-def sidebar() -> None:
-    with st.sidebar:
-        st.header("API")
-        st.text_input("API URL", value=default_api_url(), key="api_url")
-        st.text_input(
-            "API key",
-            value=os.environ.get("BRATS_API_KEY", ""),
-            type="password",
-            key="api_key",
-            help="Sent as the X-API-Key header; leave empty when the API needs none.",
-        )
-        health, error = check_health()
-        if health is not None:
-            st.success(
-                f"API reachable: model **{health.get('model', '?')}** on **{health.get('device', '?')}**"
-            )
-            st.caption(
-                f"Checkpoint `{Path(str(health.get('checkpoint', '?'))).name}`, "
-                f"version {health.get('version', '?')}, status {health.get('status', '?')}"
-            )
-            models = list(health.get("models") or [])
-            if len(models) > 1:
-                default = models.index(health["model"]) if health.get("model") in models else 0
-                st.selectbox("Model", models, index=default, key="model")
-        else:
-            st.error(f"API not available. {error}")
-        st.button("Check the API again", key="recheck", on_click=_forget_health)
 
 
 # ------------------------------------------------------------------------------------------ choosing files
@@ -193,7 +109,10 @@ def choose_files() -> tuple[list[tuple[str, bytes]], str] | None:
 
 
 def open_local(files: list[tuple[str, bytes]], digest: str) -> LocalSelection | None:
-    """The local copy of the selection, opened once per digest (the previous one is removed)."""
+    """The local copy of the selection, opened once per digest (the previous one is removed).
+
+    Its error (shown when the API could not check the files) names the user's files, never the temporary folder.
+    """
     current = state.get("local")
     if state.get("local_digest") == digest:
         if state.get("local_error"):
@@ -230,18 +149,20 @@ def upload(files: list[tuple[str, bytes]], digest: str, retry: bool = False) -> 
     return uploads[key].get("response")
 
 
-def show_upload(files: list[tuple[str, bytes]], digest: str) -> dict | None:
+def show_upload(files: list[tuple[str, bytes]], digest: str) -> tuple[dict | None, bool]:
+    """(the API's answer, False), or (None, whether the API rejected the files themselves)."""
     answer = upload(files, digest)
     if answer is None:
         key = (*api_identity(), digest)
         entry = state.uploads[key]
         status = entry["status"]
         if status is not None and 400 <= status < 500 and status not in (401, 403):
-            st.error(f"The API rejected these files: {entry['error']}")
-        else:
-            st.error(f"Upload failed: {entry['error']}")
-            st.button("Retry the upload", key="retry_upload", on_click=_forget_upload, args=(key,))
-        return None
+            names = ", ".join(name for name, _ in files)
+            st.error(f"Cannot use {names}: {entry['error']}")
+            return None, True
+        st.error(f"Upload failed: {entry['error']}")
+        st.button("Retry the upload", key="retry_upload", on_click=_forget_upload, args=(key,))
+        return None, False
     rows = [
         {
             "case": case.get("case_id"),
@@ -255,7 +176,7 @@ def show_upload(files: list[tuple[str, bytes]], digest: str) -> dict | None:
     st.success(f"Uploaded {', '.join(name for name, _ in files)}: {len(rows)} case(s) found.")
     if rows:
         st.table(pd.DataFrame(rows).set_index("case"))
-    return answer
+    return answer, False
 
 
 # ---------------------------------------------------------------------------------------------- one case
@@ -293,29 +214,52 @@ def _upload_exists(api: ApiClient, upload_id: str) -> bool:
     return True
 
 
-def predict(
-    upload_id: str, case_id: str, model: str | None, digest: str, files: list[tuple[str, bytes]]
-) -> tuple[Prediction | None, str | None]:
-    """Run the prediction and fetch its segmentation: (prediction, None) or (None, error message).
+def _segment(api: ApiClient, upload_id: str, case_id: str, model: str | None, files) -> tuple[dict, dict | None]:
+    """``POST /predict`` (in a worker thread: no Streamlit call): (result, the new upload or None).
 
     If the server no longer knows the upload (it expired), the files are uploaded again, once.
     """
-    api = api_client()
     try:
-        with st.spinner(f"Segmenting {case_id} on the API…"):
-            try:
-                result = api.predict(upload_id, case_id, model)
-            except ApiError as exc:
-                if exc.status != 404 or _upload_exists(api, upload_id):
-                    raise
-                answer = upload(files, digest, retry=True)
-                if answer is None:
-                    raise
-                result = api.predict(answer["upload_id"], case_id, model)
-            segmentation = api.segmentation(result["prediction_id"])
+        return api.predict(upload_id, case_id, model), None
     except ApiError as exc:
-        return None, f"Prediction failed: {exc}"
-    return Prediction(result, segmentation, None), None
+        if exc.status != 404 or _upload_exists(api, upload_id):
+            raise
+    answer = api.upload(files)
+    return api.predict(answer["upload_id"], case_id, model), answer
+
+
+def predict(
+    upload_id: str, case_id: str, models: list[str | None], digest: str, files: list[tuple[str, bytes]]
+) -> tuple[dict[str | None, Prediction], dict[str | None, str]]:
+    """Segment the case with each model and fetch each label map, with a progress bar: (predictions, errors)
+    by model. The bar's pace is the time the same model took last time in this session, when known."""
+    api, durations = api_client(), state.setdefault("durations", {})
+    progress = Progress(f"Segmenting {case_id} on the API", steps=2 * len(models))
+    predictions: dict[str | None, Prediction] = {}
+    errors: dict[str | None, str] = {}
+    for model in models:
+        name = model_name(model) if model else "the API's model"
+        timing_key = (api.base_url, model)
+        try:
+            started = time.monotonic()
+            result, renewed = progress.run(
+                f"{name}: segmenting on the API…",
+                lambda model=model, upload_id=upload_id: _segment(api, upload_id, case_id, model, files),
+                durations.get(timing_key),
+            )
+            durations[timing_key] = time.monotonic() - started
+            if renewed is not None:
+                state.setdefault("uploads", {})[(*api_identity(), digest)] = {"response": renewed}
+                upload_id = renewed["upload_id"]
+            segmentation = progress.run(
+                f"{name}: downloading the label map…", partial(api.segmentation, result["prediction_id"])
+            )
+            predictions[model] = Prediction(result, segmentation, None)
+        except ApiError as exc:
+            errors[model] = f"Prediction failed{f' ({name})' if len(models) > 1 else ''}: {exc}"
+    label = f"Segmented {case_id} with {len(predictions)} of {len(models)} model(s)"
+    progress.finish(label if len(models) > 1 else f"Segmented {case_id}", ok=not errors)
+    return predictions, errors
 
 
 def prediction_labels(prediction: Prediction, view: CaseView | None) -> np.ndarray | None:
@@ -332,94 +276,6 @@ def prediction_labels(prediction: Prediction, view: CaseView | None) -> np.ndarr
     return prediction.labels
 
 
-def show_results(prediction: Prediction, case_id: str) -> None:
-    result = prediction.result
-    st.subheader("Results")
-    volumes = result.get("volumes_ml") or {}
-    metrics = result.get("metrics")
-    left, right = st.columns(2)
-    with left:
-        st.markdown("**Predicted volumes**")
-        st.table(
-            pd.DataFrame({"volume (mL)": {r: f"{v:.1f}" for r, v in volumes.items()}}).rename_axis("region")
-        )
-    with right:
-        if metrics:
-            st.markdown("**Agreement with the true mask**")
-            table = {
-                region: {"Dice": f"{m['dice']:.3f}", "HD95 (mm)": f"{m['hd95_mm']:.2f}"}
-                for region, m in metrics.items()
-            }
-            st.table(pd.DataFrame.from_dict(table, orient="index").rename_axis("region"))
-        else:
-            st.info("No true mask was uploaded with this case, so Dice and HD95 are not available.")
-    st.caption(
-        f"Model {result['model']} on {result['device']}: {result['runtime_seconds']:.1f} s of inference, "
-        f"{result['total_seconds']:.1f} s in all. WT: whole tumour (labels 1, 2, 4); TC: tumour core (1, 4); "
-        "ET: enhancing tumour (4)."
-    )
-    data = prediction.segmentation
-    st.download_button(
-        "Download the predicted segmentation (.nii.gz)",
-        data=lambda: data,
-        file_name=f"{case_id}_pred_seg.nii.gz",
-        mime="application/gzip",
-        on_click="ignore",
-        key="segmentation_download",
-    )
-
-
-def show_viewer(view: CaseView, predicted: np.ndarray | None, slider_key: str) -> None:
-    st.subheader("Viewer")
-    controls = st.columns([2, 3, 2])
-    with controls[0]:
-        plane = st.radio("Plane", list(viewer.PLANES), horizontal=True, key="plane")
-    with controls[2]:
-        binary = st.toggle("Whole tumour only (binary)", key="binary")
-    reference = predicted if predicted is not None else view.seg
-    axis = viewer.PLANES[plane]
-    count = view.images.shape[1 + axis]
-    start = largest_tumour_slice(reference, axis) if reference is not None else count // 2
-    with controls[1]:
-        index = st.slider(
-            "Slice",
-            0,
-            count - 1,
-            value=start,
-            key=f"slice:{slider_key}:{plane}",
-            help="Starts at the slice with the largest predicted tumour.",
-        )
-
-    def image(data: np.ndarray, caption: str) -> None:
-        st.image(data, caption=caption, width="stretch", output_format="PNG")
-
-    def cut(volume: np.ndarray) -> np.ndarray:
-        return viewer.extract_slice(volume, plane, index)
-
-    greys = [to_grey(cut(channel), window) for channel, window in zip(view.images, view.windows, strict=True)]
-    colours = viewer.label_colours(binary)
-    for column, grey, name in zip(st.columns(4), greys, MODALITY_NAMES.values(), strict=True):
-        with column:
-            image(grey, name)
-    columns = st.columns(4)
-    with columns[0]:
-        if view.seg is not None:
-            image(labels_rgb(cut(view.seg), colours), "True mask")
-        else:
-            st.info("No true mask in this upload.")
-    with columns[1]:
-        if predicted is not None:
-            image(labels_rgb(cut(predicted), colours), "Predicted mask")
-        else:
-            st.info("Run the segmentation to see the predicted mask.")
-    with columns[2]:
-        if reference is not None:
-            what = "prediction" if predicted is not None else "true mask"
-            image(overlay(greys[FLAIR], cut(reference), colours=colours), f"Overlay: {what} on FLAIR")
-    with columns[3]:
-        st.markdown(viewer.legend_html(binary), unsafe_allow_html=True)
-
-
 # ------------------------------------------------------------------------------------------------- page
 def main() -> None:
     st.set_page_config(page_title="BraTS tumour segmentation", page_icon="🧠", layout="wide")
@@ -431,14 +287,15 @@ def main() -> None:
     sidebar()
     chosen = choose_files()
     if chosen is None:
-        if state.get("local") is not None:  # the user removed the files: drop the local copy
-            state.local.close()
-        state.local, state.local_digest, state.view = None, None, None
+        _drop_local()
         st.info("Upload a case or try the sample to start.")
         return
     files, digest = chosen
+    answer, rejected = show_upload(files, digest)
+    if rejected:  # the API's message names the files and the problem: one message, nothing else to show
+        _drop_local()
+        return
     local = open_local(files, digest)
-    answer = show_upload(files, digest)
 
     server_cases = [case["case_id"] for case in (answer or {}).get("cases", [])]
     local_ids = list(local.cases) if local is not None else []
@@ -449,22 +306,34 @@ def main() -> None:
     local_id = case_id if case_id in local_ids else None  # both sides unpack alike: the same case ids
     view = load_view(local, local_id) if local is not None and local_id is not None else None
 
-    model = state.get("model")
-    key = (*api_identity(), digest, case_id, model)
+    models = chosen_models()
+    keys = {model: (*api_identity(), digest, case_id, model) for model in models}
     predictions, errors = state.setdefault("predictions", {}), state.setdefault("predict_errors", {})
     if answer is not None and st.button("Run the segmentation", type="primary", key="run"):
-        prediction, errors[key] = predict(answer["upload_id"], case_id, model, digest, files)
-        if prediction is not None:
-            predictions[key] = prediction
-    if errors.get(key):
-        st.error(errors[key])
-    prediction = predictions.get(key)
-    predicted = prediction_labels(prediction, view) if prediction is not None else None
-    if prediction is not None:
-        show_results(prediction, case_id)
+        todo = [m for m in models if keys[m] not in predictions] or models  # all again when all are there
+        done, failed = predict(answer["upload_id"], case_id, todo, digest, files)
+        for model in todo:
+            errors[keys[model]] = failed.get(model)
+            if model in done:
+                predictions[keys[model]] = done[model]
+    for model in models:
+        if errors.get(keys[model]):
+            st.error(errors[keys[model]])
+    shown = {p.result["model"]: p for m in models if (p := predictions.get(keys[m])) is not None}
+    names = {model: display_name(model) for model in shown}
+    predicted = {m: labels for m, p in shown.items() if (labels := prediction_labels(p, view)) is not None}
+    if shown:
+        show_results(shown, case_id, names)
     if view is not None:
-        slider_key = f"{digest}:{case_id}:{prediction.result.get('prediction_id') if prediction else 'none'}"
-        show_viewer(view, predicted, slider_key)
+        slider_key = ":".join([digest, case_id, *(p.result.get("prediction_id", "") for p in shown.values())])
+        show_viewer(view, predicted, names, slider_key)
+
+
+def _drop_local() -> None:
+    """Forget the local copy of the previous selection (its temporary folder is removed)."""
+    if state.get("local") is not None:
+        state.local.close()
+    state.local, state.local_digest, state.view = None, None, None
 
 
 try:

@@ -1,7 +1,9 @@
 """``make demo``: start the API and the UI together, print both URLs, stop both on Ctrl-C.
 
-``python -m streamlit_app.demo [--api-port 8000] [--ui-port 8501] [--host 127.0.0.1]``. The API serves the
-shipped checkpoint (``BRATS_CHECKPOINT`` overrides it) and the bundled sample; the UI talks to that API.
+``make demo API_PORT=8100 UI_PORT=8600`` or ``python -m streamlit_app.demo [--api-port 8000] [--ui-port 8501]
+[--host 127.0.0.1]``; the ports also come from the environment (``API_PORT`` or ``BRATS_PORT``, ``UI_PORT``).
+The API serves both deep models (``BRATS_ALLOWED_MODELS`` overrides that; ``BRATS_CHECKPOINT`` the default
+model's checkpoint) and the bundled sample; the UI talks to that API.
 Both run as child processes; Ctrl-C or SIGTERM stops them (terminate, wait, then kill).
 """
 
@@ -18,6 +20,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from brats_app.registry import models_of, spec
 from brats_core.config import REPO_ROOT
 from brats_core.errors import BratsError
 from sspp_unet_api.app.config import Settings
@@ -28,6 +31,9 @@ APP = Path(__file__).resolve().parent / "app.py"
 START_TIMEOUT_S = 120.0
 #: Seconds a child gets to exit after SIGTERM before it is killed.
 STOP_TIMEOUT_S = 10.0
+#: Environment variables giving the ports (the first one set wins), and the defaults.
+API_PORT_ENV, UI_PORT_ENV = ("API_PORT", "BRATS_PORT"), ("UI_PORT",)
+DEFAULT_API_PORT, DEFAULT_UI_PORT = 8000, 8501
 
 
 class _Stop(Exception):
@@ -54,6 +60,52 @@ def _port_in_use(host: str, port: int) -> bool:
             return False
     except OSError:
         return True
+
+
+def _env_port(names: tuple[str, ...], default: int) -> int:
+    """The port from the first of ``names`` set in the environment, else ``default``; BratsError names a bad one."""
+    for name in names:
+        raw = os.environ.get(name, "").strip()
+        if raw:
+            if not raw.isdigit() or not 0 < int(raw) < 65536:
+                raise BratsError(f"{name}={raw!r} is not a TCP port (1-65535)")
+            return int(raw)
+    return default
+
+
+def _free_port_from(host: str, port: int, avoid: set[int]) -> int:
+    """The first port from ``port`` + 100 upwards (in steps of 100, then 1) that is free on ``host``."""
+    candidates = [*range(port + 100, 65536, 100), *range(1024, 65536)]
+    return next(p for p in candidates if p not in avoid and not _port_in_use(host, p))
+
+
+def _busy_message(host: str, api_port: int, ui_port: int) -> str | None:
+    """None when both ports are free, else the error, with a ``make demo`` line using free ports."""
+    busy = [f"{name} port {port}" for name, port in (("API", api_port), ("UI", ui_port)) if _port_in_use(host, port)]
+    if not busy:
+        return None
+    api = _free_port_from(host, api_port, {ui_port}) if _port_in_use(host, api_port) else api_port
+    ui = _free_port_from(host, ui_port, {api, api_port}) if _port_in_use(host, ui_port) else ui_port
+    return (
+        f"{' and '.join(busy)} already in use; pick free ones with `make demo API_PORT={api} UI_PORT={ui}` "
+        f"(or the environment variables API_PORT and UI_PORT, or python -m streamlit_app.demo --api-port {api} "
+        f"--ui-port {ui})"
+    )
+
+
+def _missing_checkpoint(settings: Settings) -> str | None:
+    """None when every served model has its checkpoint, else what is missing and how to get it."""
+    for model in settings.allowed_models:
+        checkpoint = settings.checkpoint(model)
+        if not checkpoint.is_file():
+            variable = "BRATS_CHECKPOINT" + ("" if model == settings.model else f"_{model.upper()}")
+            export = f" --export {checkpoint}" if model in models_of("Deep_Learning_Model") else ""
+            return (
+                f"{checkpoint} is missing (the checkpoint of model {model}).\n"
+                f"Train one with `.venv/bin/brats train {spec(model).family} --data DATA_DIR{export}`, "
+                f"point {variable} at an existing export, or serve fewer models (BRATS_ALLOWED_MODELS)."
+            )
+    return None
 
 
 def _commands(host: str, api_port: int, ui_port: int) -> tuple[list[str], list[str]]:
@@ -104,40 +156,37 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--host", default="127.0.0.1", help="interface both services bind (default 127.0.0.1)"
     )
-    parser.add_argument("--api-port", type=int, default=8000)
-    parser.add_argument("--ui-port", type=int, default=8501)
+    parser.add_argument("--api-port", type=int, help="default: $API_PORT, else $BRATS_PORT, else 8000")
+    parser.add_argument("--ui-port", type=int, help="default: $UI_PORT, else 8501")
     args = parser.parse_args(argv)
 
+    # Both deep models unless the user chose: the UI then offers a model switch and a side-by-side comparison.
+    default = os.environ.get("BRATS_MODEL", "").strip() or Settings.model
+    served = [default, *(m for m in models_of("Deep_Learning_Model") if m != default)]
+    env = {**os.environ, "BRATS_ALLOWED_MODELS": os.environ.get("BRATS_ALLOWED_MODELS", "").strip() or ",".join(served)}
     try:
-        settings = Settings.from_env()
+        settings = Settings.from_env(env)
+        api_port = args.api_port or _env_port(API_PORT_ENV, DEFAULT_API_PORT)
+        ui_port = args.ui_port or _env_port(UI_PORT_ENV, DEFAULT_UI_PORT)
     except BratsError as exc:
         print(f"demo: error: {exc}", file=sys.stderr)
         return 2
-    checkpoint = settings.checkpoint(settings.model)
-    if checkpoint is not None and not checkpoint.is_file():
-        print(
-            f"demo: error: the model checkpoint {checkpoint} is missing.\n"
-            f"Train one with `.venv/bin/brats train {settings.model} --data DATA_DIR --export {checkpoint}`, "
-            "or point BRATS_CHECKPOINT at an existing export.",
-            file=sys.stderr,
-        )
+    try:
+        missing = _missing_checkpoint(settings)
+    except BratsError as exc:  # e.g. an unknown model in BRATS_ALLOWED_MODELS
+        missing = str(exc)
+    if missing:
+        print(f"demo: error: {missing}", file=sys.stderr)
         return 2
 
-    busy = [
-        f"{name} port {port}"
-        for name, port in (("API", args.api_port), ("UI", args.ui_port))
-        if _port_in_use(args.host, port)
-    ]
+    busy = _busy_message(args.host, api_port, ui_port)
     if busy:
-        print(
-            f"demo: error: {' and '.join(busy)} already in use; pick others with --api-port/--ui-port",
-            file=sys.stderr,
-        )
+        print(f"demo: error: {busy}", file=sys.stderr)
         return 2
     host = _url_host(args.host)
-    api_url, ui_url = f"http://{host}:{args.api_port}", f"http://{host}:{args.ui_port}"
-    env = {**os.environ, API_URL_ENV: api_url}
-    api_cmd, ui_cmd = _commands(args.host, args.api_port, args.ui_port)
+    api_url, ui_url = f"http://{host}:{api_port}", f"http://{host}:{ui_port}"
+    env[API_URL_ENV] = api_url
+    api_cmd, ui_cmd = _commands(args.host, api_port, ui_port)
 
     def on_signal(signum: int, frame: object) -> None:
         raise _Stop

@@ -14,6 +14,9 @@
     A randomly initialised sspp export of base width 8 (``sspp.pt``: small and fast on a CPU, meaningless
     predictions), written once per session by :func:`Deep_Learning_Model.export.write_random_export`.
 
+``random_unet_export``
+    The same for the plain U-Net (``unet.pt``, base width 8), for the tests that serve both deep models.
+
 ``one_torch_thread``
     Limits torch to one thread for the tests of a module (``pytestmark = pytest.mark.usefixtures(...)``),
     restoring the previous count after: the tests share a few CPU cores.
@@ -53,6 +56,14 @@ def random_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from Deep_Learning_Model.model import ModelConfig
 
     return write_random_export(tmp_path_factory.mktemp("export") / "sspp.pt", ModelConfig(base_width=8))
+
+
+@pytest.fixture(scope="session")
+def random_unet_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from Deep_Learning_Model.export import write_random_export
+    from Deep_Learning_Model.model import ModelConfig
+
+    return write_random_export(tmp_path_factory.mktemp("export") / "unet.pt", ModelConfig(arch="unet", base_width=8))
 
 
 @pytest.fixture(scope="module")

@@ -69,15 +69,21 @@ def synthetic_zip(folder: Path, case_id: str = "synth_ui", shape=(48, 48, 32), s
 
 
 class Demo:
-    """``python -m streamlit_app.demo`` on free loopback ports, serving ``export``; stopped with SIGINT."""
+    """``python -m streamlit_app.demo`` on free loopback ports (passed as ``make demo`` passes them: the variables
+    API_PORT and UI_PORT), serving ``export`` as sspp and ``unet_export`` as unet (default: the shipped U-Net
+    checkpoint); stopped with SIGINT."""
 
-    def __init__(self, export: Path, data_dir: Path, start_timeout: float = 180.0) -> None:
+    def __init__(
+        self, export: Path, data_dir: Path, start_timeout: float = 180.0, unet_export: Path | None = None
+    ) -> None:
         self.api_port, self.ui_port = free_port(), free_port()
         self.api_url, self.ui_url = f"http://127.0.0.1:{self.api_port}", f"http://127.0.0.1:{self.ui_port}"
         env = dict(os.environ, BRATS_CHECKPOINT=str(export), BRATS_DATA_DIR=str(data_dir), BRATS_DEVICE="cpu")
-        env.update(BRATS_API_KEY="", PYTHONUNBUFFERED="1")
-        ports = ["--api-port", str(self.api_port), "--ui-port", str(self.ui_port)]
-        command = [sys.executable, "-m", "streamlit_app.demo", *ports]
+        env.update(BRATS_API_KEY="", PYTHONUNBUFFERED="1", API_PORT=str(self.api_port), UI_PORT=str(self.ui_port))
+        env.pop("BRATS_ALLOWED_MODELS", None)
+        if unet_export is not None:
+            env["BRATS_CHECKPOINT_UNET"] = str(unet_export)
+        command = [sys.executable, "-m", "streamlit_app.demo"]
         self.process = subprocess.Popen(
             command, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
         )

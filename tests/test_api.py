@@ -25,9 +25,11 @@ from brats_app.registry import default_checkpoint
 from brats_core.cases import Case, CaseFiles, find_cases
 from brats_core.config import REGIONS, REPO_ROOT
 from brats_core.errors import BratsError, CheckpointError
+from brats_core.figures import LABEL_COLOURS
 from brats_core.synth import make_synthetic_case, write_case
 from Deep_Learning_Model.export import write_random_export
 from Deep_Learning_Model.model import ModelConfig
+from sspp_unet_api.app import overlay as overlay_png
 from sspp_unet_api.app.config import Settings
 from sspp_unet_api.app.main import create_app
 from sspp_unet_api.app.storage import NotFoundError, Storage
@@ -151,8 +153,9 @@ def test_predict_with_the_tiny_model_writes_the_label_map_in_the_input_geometry(
     assert np.allclose(image.affine, reference.affine, atol=1e-5)
     assert set(np.unique(labels)) <= {0, 1, 2, 4}
     voxel_ml = np.prod(SPACING) / 1000.0
-    for region, values in REGIONS.items():
-        assert body["volumes_ml"][region] == pytest.approx(np.isin(labels, values).sum() * voxel_ml)
+    for region, values in REGIONS.items():  # volumes to 0.1 mL, metrics to 4 decimals (no 22.464000000000002)
+        assert body["volumes_ml"][region] == round(np.isin(labels, values).sum() * voxel_ml, 1)
+        assert all(value == round(value, 4) for value in body["metrics"][region].values())
     assert client.get(f"/predictions/{body['prediction_id']}").json() == body
 
 
@@ -164,7 +167,7 @@ def test_volumes_and_metrics_are_exact_for_a_perfect_prediction(
         body = client.post("/predict", json={"upload_id": upload_id, "case_id": "aniso_case"}).json()
     seg = np.asanyarray(nib.load(anisotropic_case.seg).dataobj)
     for region, values in REGIONS.items():
-        assert body["volumes_ml"][region] == pytest.approx(np.isin(seg, values).sum() * np.prod(SPACING) / 1000)
+        assert body["volumes_ml"][region] == round(np.isin(seg, values).sum() * np.prod(SPACING) / 1000, 1)
         assert body["metrics"][region] == {"dice": 1.0, "hd95_mm": 0.0, "sensitivity": 1.0, "specificity": 1.0}
 
 
@@ -217,14 +220,30 @@ def test_overlay_png(tmp_path: Path, random_export: Path, anisotropic_case: Case
         upload_id = upload(client, anisotropic_case)["upload_id"]
         prediction = client.post("/predict", json={"upload_id": upload_id}).json()
         url = prediction["urls"]["overlay"]
-        for params, size in (({}, (48, 40)), ({"axis": "coronal", "index": 3}, (48, 24)),
-                             ({"axis": "sagittal", "index": 47}, (40, 24))):
+        for params, size, caption in (
+            ({}, (48, 40), None),
+            ({"axis": "coronal", "index": 3}, (48, 24), "coronal slice 3 of 0-39"),
+            ({"axis": "sagittal", "index": 47}, (40, 24), "sagittal slice 47 of 0-47"),
+        ):
             response = client.get(url, params=params)
             assert response.status_code == 200 and response.headers["content-type"] == "image/png"
             picture = Image.open(io.BytesIO(response.content))
-            assert picture.size == size and picture.mode == "RGB"
-        colours = np.asarray(Image.open(io.BytesIO(client.get(url).content))).reshape(-1, 3)
+            scale = -(-overlay_png.MIN_WIDTH // size[0])  # small slices are enlarged so that the text fits
+            assert picture.size == (size[0] * scale, size[1] * scale + overlay_png.BAND_HEIGHT)
+            assert picture.mode == "RGB"
+            assert picture.text["Slice"] == (caption or picture.text["Slice"])
+            band = np.asarray(picture)[size[1] * scale:].reshape(-1, 3)
+            for colour in LABEL_COLOURS.values():  # the legend: one square per label colour, under the slice
+                assert (band == colour).all(axis=1).sum() >= 100, colour
+        default = Image.open(io.BytesIO(client.get(url).content))
+        assert default.text["Slice"].startswith("axial slice ") and default.text["Slice"].endswith(" of 0-23")
+        colours = np.asarray(default)[: -overlay_png.BAND_HEIGHT].reshape(-1, 3)
         assert (colours[:, 0] != colours[:, 1]).any(), "the default slice shows the tumour in colour"
+        # The slice number is drawn: the caption rows of two slices differ.
+        band = slice(-overlay_png.BAND_HEIGHT, -overlay_png.BAND_HEIGHT // 2)
+        bands = [np.asarray(Image.open(io.BytesIO(client.get(url, params={"index": i}).content)))[band]
+                 for i in (3, 4)]
+        assert (bands[0] != bands[1]).any()
         for params in ({"index": 24}, {"index": -1}, {"axis": "oblique"}):
             bad = client.get(url, params=params)
             assert bad.status_code == 422, params

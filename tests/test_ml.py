@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -212,3 +213,30 @@ def test_train_cli_and_predict_cli(synthetic_root: Path, files: list, tmp_path: 
     assert written.shape == reference.shape and written.get_data_dtype() == np.uint8
     np.testing.assert_allclose(written.affine, reference.affine, atol=1e-4)
     assert set(np.unique(np.asarray(written.dataobj))) <= {0, 1, 2, 4}
+
+
+def test_training_announces_every_slow_step_and_prints_short_numbers(files: list, capsys) -> None:
+    """`brats train ml` was silent for ~35 s while extracting features: each pass over cases has a bar (stderr),
+    every step a line when it starts, and the tuning lines carry 4 decimals, not 16."""
+    train(["ridge"], files[:2], files[2:3], PreprocessConfig(size=SIZE), samples_per_case=400, knn_max_samples=600)
+    out, err = capsys.readouterr()
+    expected = ["features: 2 training cases (each loaded once)…", "features: ", "ridge: fitting on ", "ridge: fitted in ",
+                "tuning: scoring 1 validation cases with ridge…", "ridge: tumour threshold ",
+                "tuning: smallest tumour component kept, for ridge…",
+                "ridge: validation mean Dice by min component fraction {0: "]
+    lines = out.splitlines()
+    assert len(lines) == len(expected) and all(line.startswith(e) for line, e in zip(lines, expected, strict=True)), out
+    assert re.search(r"\d\.\d{5,}", out) is None, out
+    for bar in ("features: load, preprocess, sample", "features: atlas prior", "validation"):
+        assert f"{bar}:   0%" in err, err  # shown from the start (fast passes may skip later refreshes)
+
+
+def test_ml_models_need_the_template_space_of_their_atlas(models: dict) -> None:
+    """Their features include the atlas prior, so like the naive atlas they need cases of the atlas's grid
+    (BraTS: 240 x 240 x 155); another shape is refused with the reason, for every model."""
+    other = make_synthetic_case("other_grid", shape=(40, 48, 32), seed=9)
+    assert set(models) == set(MODEL_NAMES)
+    for segmenter in models.values():
+        with pytest.raises(BratsError, match=r"shape \(40, 48, 32\) differs from the atlas shape \(48, 48, 32\); "
+                                             r"an atlas needs cases registered to one template"):
+            segmenter.predict(other)

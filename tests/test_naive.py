@@ -111,13 +111,21 @@ def test_bad_cases_raise_clear_errors(fitted: NaiveMeanSegmenter, cases: list) -
         NaiveMeanSegmenter.fit([cases[0], other])
 
 
-def test_train_cli_and_predict_cli(synthetic_root: Path, tmp_path: Path) -> None:
+def test_training_shows_its_progress(cases: list, capsys) -> None:
+    NaiveMeanSegmenter.fit(cases, progress=True)
+    assert "naive: thresholds, leave-one-out:   0%" in capsys.readouterr().err
+
+
+def test_train_cli_and_predict_cli(synthetic_root: Path, tmp_path: Path, capsys) -> None:
     ids = [files.case_id for files in find_cases(synthetic_root)]
     split = save_split(make_split(ids, n_val=1, n_test=1, folds=2), tmp_path / "split.json")
     checkpoint, png, results = tmp_path / "naive.npz", tmp_path / "maps.png", tmp_path / "results"
     args = ["--data", str(synthetic_root), "--split", str(split), "--checkpoint", str(checkpoint), "--png", str(png),
             "--results", str(results)]
     assert brats(["train", "naive", *args]) == 0
+    out, err = capsys.readouterr()
+    assert "naive: atlas of 2 training cases, then one threshold per region…" in out
+    assert "naive: atlas, load and count:   0%" in err and "naive: thresholds, leave-one-out:   0%" in err
     assert png.stat().st_size > 1000 and checkpoint.stat().st_size < 20e6
     summary = json.loads((results / "summary.json").read_text())
     assert summary["n_cases"] == 1

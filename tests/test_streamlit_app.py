@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import tempfile
 import threading
 import zipfile
 from pathlib import Path
@@ -137,6 +138,16 @@ def test_local_selection_names_the_missing_modality(case_files):
     _, named = case_files
     with pytest.raises(BratsError, match="missing modality flair"):
         LocalSelection.open([item for item in named if "_flair" not in item[0]])
+
+
+def test_local_selection_errors_name_the_users_files_not_the_temporary_folder(case_files):
+    _, named = case_files
+    renamed = [(name.replace("synth_local", "BraTS20_007"), data) for name, data in named if "_t2" not in name]
+    with pytest.raises(BratsError) as error:
+        LocalSelection.open(renamed)
+    message = str(error.value)
+    assert "case 'BraTS20_007'" in message and "missing modality t2" in message  # named as the API names it
+    assert tempfile.gettempdir() not in message and "brats_ui_" not in message
 
 
 def _nifti_bytes(labels: np.ndarray) -> bytes:
@@ -288,6 +299,9 @@ def test_app_shows_health_then_sample_prediction_and_viewer(api, monkeypatch):
 
     at.button(key="run").click().run()
     assert not at.exception and not _errors(at)
+    [status] = at.status  # the progress box of the run, closed with the total time
+    assert status.label.startswith("Segmented synth_ui (") and status.state == "complete"
+    assert at.progress[0].value == 100 and "downloading the label map… done in" in at.progress[0].proto.text
     volumes, metrics = at.table[1].value, at.table[2].value
     assert volumes.index.tolist() == ["WT", "TC", "ET"] and float(volumes.iloc[0, 0]) > 0
     assert metrics.loc["WT", "Dice"] == "1.000" and metrics.loc["ET", "HD95 (mm)"] == "0.00"
@@ -306,6 +320,12 @@ def test_app_shows_health_then_sample_prediction_and_viewer(api, monkeypatch):
     assert not at.exception and not _errors(at)
     assert at.slider[0].value == largest_tumour_slice(_sample_labels(), viewer.PLANES["coronal"])
     assert any(viewer.WHOLE_TUMOUR_NAME in m.value for m in at.markdown)
+    # The size control: one image per row uses the page width.
+    image_columns = [column for column in at.columns if column.get("image")]
+    assert {column.weight for column in image_columns} == {0.25}
+    at.selectbox(key="per_row").set_value(1).run()
+    image_columns = [column for column in at.columns if column.get("image")]
+    assert len(image_columns) == len(at.get("image")) == 7 and {c.weight for c in image_columns} == {1.0}
     assert dict(app.requests) == before
     sent = app.requests - sent
     assert [sent[("GET", p)] for p in ("/", "/download_sample")] == [1, 1]
@@ -338,6 +358,53 @@ def test_app_uploads_nifti_files_once(api, case_files, monkeypatch):
     assert not folder.exists()  # the local copy goes with the selection
 
 
+@pytest.fixture(scope="module")
+def two_model_api(tmp_path_factory, sample_zip, random_unet_export):
+    """The API serving sspp (the fake segmenter, Dice 1) and unet (a tiny random export)."""
+    settings = Settings(
+        data_dir=tmp_path_factory.mktemp("api_models"), sample_zip=sample_zip, device="cpu",
+        allowed_models=("sspp", "unet"), checkpoints={"unet": random_unet_export},
+    )  # fmt: skip
+    with serve_api(settings, Oracle()) as served:
+        yield served
+
+
+def test_app_compares_the_served_models_side_by_side(two_model_api, monkeypatch):
+    url, app = two_model_api
+    at = _app(url, monkeypatch)
+    assert "models **sspp**, **unet** (default **sspp**) on **cpu**" in at.sidebar.success[0].value
+    switch = at.sidebar.multiselect(key="models")
+    assert switch.options == ["U-Net + SSPP (sspp)", "U-Net (unet)"] and switch.value == ["sspp"]
+    at.button(key="take_sample").click().run()
+    at.button(key="run").click().run()
+    assert not at.exception and not _errors(at)
+    assert at.table[2].value.loc["WT", "Dice"] == "1.000"  # one model: the usual two tables
+    predicts = app.requests[("POST", "/predict")]
+
+    at.sidebar.multiselect(key="models").set_value(["sspp", "unet"]).run()
+    at.button(key="run").click().run()
+    assert not at.exception and not _errors(at)
+    assert app.requests[("POST", "/predict")] == predicts + 1  # only the model not run yet
+    volumes, dice, hd95 = (table.value for table in at.table[1:4])
+    for table in (volumes, dice, hd95):
+        assert table.columns.tolist() == ["U-Net + SSPP", "U-Net"] and table.index.tolist() == ["WT", "TC", "ET"]
+    assert dice["U-Net + SSPP"].tolist() == ["1.000"] * 3 and hd95.loc["WT", "U-Net + SSPP"] == "0.00"
+    assert all(0 <= float(value) <= 1 for value in dice["U-Net"])
+    captions = [img.proto.imgs[0].caption for img in at.get("image")]
+    assert captions[4:] == [
+        "True mask", "Predicted: U-Net + SSPP", "Predicted: U-Net",
+        "Overlay: U-Net + SSPP on FLAIR", "Overlay: U-Net on FLAIR",
+    ]  # fmt: skip
+    assert [b.label for b in at.get("download_button")][-2:] == [
+        "Download the U-Net + SSPP segmentation (.nii.gz)", "Download the U-Net segmentation (.nii.gz)"
+    ]
+    # Back to one model: its results again, without a request.
+    before = dict(app.requests)
+    at.sidebar.multiselect(key="models").set_value(["unet"]).run()
+    assert not at.exception and dict(app.requests) == before
+    assert at.table[2].value.columns.tolist() == ["Dice", "HD95 (mm)"]
+
+
 def test_app_reports_the_api_down(monkeypatch):
     at = _app(f"http://127.0.0.1:{free_port()}", monkeypatch)
     assert "Cannot reach the API" in at.sidebar.error[0].value
@@ -346,16 +413,26 @@ def test_app_reports_the_api_down(monkeypatch):
     assert any("Could not fetch the sample: Cannot reach the API" in e for e in _errors(at))
 
 
-def test_app_shows_the_servers_validation_error(api, monkeypatch):
-    url, _ = api
+def test_app_shows_one_error_for_rejected_files_naming_them(api, monkeypatch):
+    url, app = api
     at = _app(url, monkeypatch)
     at.file_uploader(key="uploader").set_value(
         ("scan_t1.nii", b"not a nifti", "application/octet-stream")
     ).run()
     assert not at.exception
-    errors = _errors(at)
-    assert any(e.startswith("The API rejected these files:") and "(HTTP 422)" in e for e in errors)
-    assert any(e.startswith("Cannot read these files:") for e in errors)
+    [error] = _errors(at)  # the API's check only, not the UI's own as well
+    assert error.startswith("Cannot use scan_t1.nii: case 'scan' in the upload/scan: missing modality t1ce, t2, flair")
+    assert "(HTTP 422)" in error and "/tmp" not in error and "brats_ui_" not in error
+    assert not at.get("image") and "run" not in [button.key for button in at.button]
+
+
+def test_app_reads_the_files_itself_when_the_api_is_down_naming_them(monkeypatch):
+    at = _app(f"http://127.0.0.1:{free_port()}", monkeypatch)
+    at.file_uploader(key="uploader").set_value(("scan_t1.nii", b"not a nifti", "application/octet-stream")).run()
+    assert not at.exception
+    [local] = [e.value for e in at.error if e.value.startswith("Cannot read these files:")]
+    assert "case 'scan' in the upload/scan: missing modality t1ce" in local  # named as the API names it
+    assert "/tmp" not in local and "brats_ui_" not in local and str(Path(tempfile.gettempdir())) not in local
 
 
 def test_app_reports_a_prediction_timeout(slow_api, monkeypatch):
@@ -400,3 +477,29 @@ def test_app_rechecks_the_api_on_request(api, monkeypatch):
     at.button(key="recheck").click().run()
     assert app.requests[("GET", "/")] == checks + 1
     assert "API reachable" in at.sidebar.success[0].value
+
+
+def _progress_script() -> None:
+    import time
+
+    import streamlit as st
+
+    from streamlit_app.progress import Progress
+
+    progress = Progress("Working", steps=2)
+    assert progress.run("first step…", lambda: time.sleep(0.6) or 7, expected_s=0.5) == 7
+    try:
+        progress.run("second step…", lambda: 1 / 0)
+    except ZeroDivisionError:
+        st.session_state.failed = True
+    progress.finish("Done", ok=not st.session_state.get("failed"))
+
+
+def test_progress_runs_each_step_off_the_script_thread_and_reports_the_end():
+    at = AppTest.from_function(_progress_script, default_timeout=30)
+    at.run()
+    assert not at.exception and at.session_state["failed"]
+    [status] = at.status
+    assert status.label.startswith("Done (") and status.state == "error"  # the failed step shows in red
+    [bar] = at.progress
+    assert bar.value == 50 and bar.proto.text.startswith("second step… failed after 0.")

@@ -7,6 +7,7 @@ a result can always be traced back to the exact settings. Why the defaults are w
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -21,6 +22,13 @@ MODALITY_CHANNELS = len(MODALITIES)
 NUM_CLASSES = len(LABELS)
 SCHEDULES: tuple[str, ...] = ("cosine", "constant")
 DICE_TARGETS: tuple[str, ...] = tuple(DICE_GROUPS)
+
+
+def default_workers(most: int = 4) -> int:
+    """DataLoader workers by default: the CPU cores this process may use, at most ``most`` (no warning from
+    torch about more workers than cores on a small machine)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(most, cores))
 
 
 @dataclass(frozen=True)
@@ -121,7 +129,7 @@ class TrainConfig:
     #: Mixed precision: bf16 autocast (CPU, or CUDA with bf16), fp16 autocast + GradScaler on older GPUs.
     amp: bool = True
     channels_last: bool = True
-    workers: int = 4
+    workers: int = field(default_factory=default_workers)
     seed: int = 0
     #: Deterministic kernels (``torch.use_deterministic_algorithms``); slower on CUDA.
     deterministic: bool = False

@@ -19,9 +19,10 @@ from brats_app.compare.runner import ModelRun, Options, run_split
 from brats_app.registry import REGISTRY
 from brats_core.cases import find_cases
 from brats_core.config import RESULTS_DIR
+from brats_core.helptext import PlainHelpFormatter, description
 from brats_core.split import save_split
 
-DESCRIPTION = PACKAGE_DOC.splitlines()[0]
+DESCRIPTION = description(PACKAGE_DOC)
 
 
 def compare(data: Path, split_path: Path | None = None, models: Sequence[str] = tuple(REGISTRY),
@@ -70,7 +71,7 @@ def compare(data: Path, split_path: Path | None = None, models: Sequence[str] = 
 def main(argv: list[str]) -> int:
     from Deep_Learning_Model.training.config import PRESETS
 
-    parser = argparse.ArgumentParser(prog="brats compare", description=DESCRIPTION)
+    parser = argparse.ArgumentParser(prog="brats compare", description=DESCRIPTION, formatter_class=PlainHelpFormatter)
     parser.add_argument("--data", required=True, type=Path, help="folder (or .zip) of BraTS cases with seg")
     parser.add_argument("--split", type=Path, help="patient-level split JSON (default: splits/brats_dev.json when "
                         "the data holds its cases, else a fresh split written to <out>/compare/split.json)")

@@ -136,8 +136,13 @@ class InferenceService:
             return await anyio.to_thread.run_sync(func, *args)
 
 
+#: Decimals of the numbers in a prediction's JSON: volumes to 0.1 mL, metrics to 4 decimals, times to 1 ms.
+VOLUME_DECIMALS, METRIC_DECIMALS, SECONDS_DECIMALS = 1, 4, 3
+
+
 def predict_case(segmenter: Segmenter, files: CaseFiles, out_path: Path) -> dict:
-    """Segment one case, save the label map (case geometry) to ``out_path``; volumes (mL), metrics, timings.
+    """Segment one case, save the label map (case geometry) to ``out_path``; volumes (mL), metrics, timings,
+    rounded to :data:`VOLUME_DECIMALS`, :data:`METRIC_DECIMALS` and :data:`SECONDS_DECIMALS` decimals.
 
     The case is loaded here, inside the inference slot, so that requests waiting for a slot hold no volumes in
     memory (a one-shot request therefore reads its files twice: validation at upload, then here).
@@ -147,16 +152,21 @@ def predict_case(segmenter: Segmenter, files: CaseFiles, out_path: Path) -> dict
     case, scores = done.case, done.scores
     voxel_ml = float(np.prod(case.spacing)) / 1000.0
     counts = np.count_nonzero(labels_to_regions(done.labels), axis=(1, 2, 3))
-    volumes = {region: int(count) * voxel_ml for region, count in zip(REGIONS, counts, strict=True)}
+    volumes = {
+        region: round(int(count) * voxel_ml, VOLUME_DECIMALS) for region, count in zip(REGIONS, counts, strict=True)
+    }
     metrics = None
     if scores is not None:
         names = {"dice": "dice", "hd95_mm": "hd95", "sensitivity": "sensitivity", "specificity": "specificity"}
-        metrics = {region: {ours: scores[f"{region}_{theirs}"] for ours, theirs in names.items()} for region in REGIONS}
+        metrics = {
+            region: {ours: round(float(scores[f"{region}_{theirs}"]), METRIC_DECIMALS) for ours, theirs in names.items()}
+            for region in REGIONS
+        }
     return {
         "shape": list(case.shape),
         "spacing_mm": [float(s) for s in case.spacing],
         "volumes_ml": volumes,
         "metrics": metrics,
-        "runtime_seconds": done.seconds,
-        "total_seconds": time.perf_counter() - start,
+        "runtime_seconds": round(done.seconds, SECONDS_DECIMALS),
+        "total_seconds": round(time.perf_counter() - start, SECONDS_DECIMALS),
     }

@@ -1,4 +1,4 @@
-"""PNG overlay of one slice of a predicted label map on the case's FLAIR, for quick looks."""
+"""PNG overlay of one slice of a predicted label map on the case's FLAIR, with its slice number and a legend."""
 
 from __future__ import annotations
 
@@ -7,10 +7,18 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
+from PIL.PngImagePlugin import PngInfo
 
+from brats_core.config import LABEL_NAMES
 from brats_core.errors import BratsError
-from brats_core.figures import PLANES, intensity_window, largest_tumour_slice, overlay, to_grey
+from brats_core.figures import LABEL_COLOURS, PLANES, intensity_window, largest_tumour_slice, overlay, to_grey
+
+#: The picture is enlarged (nearest neighbour, by a whole factor) to at least this width, so the text fits.
+MIN_WIDTH = 320
+#: Height in pixels of the band under the slice: one line for the slice number, one for the legend.
+BAND_HEIGHT = 44
+FONT_SIZE = 13
 
 
 def _plane(path: Path, axis: int, index: int) -> np.ndarray:
@@ -22,8 +30,35 @@ def _plane(path: Path, axis: int, index: int) -> np.ndarray:
     return np.asarray(proxy[tuple(key)], dtype=np.float32).reshape(plane_shape)
 
 
+def slice_caption(view: str, index: int, size: int) -> str:
+    """``axial slice 77 of 0-154``: the plane, the index shown and the valid range of the index."""
+    return f"{view} slice {index} of 0-{size - 1}"
+
+
+def annotate(picture: np.ndarray, caption: str) -> Image.Image:
+    """The RGB ``picture`` enlarged to at least :data:`MIN_WIDTH` pixels, above a black band holding
+    ``caption`` and the legend (a coloured square and the name of each label, as in
+    :data:`brats_core.figures.LABEL_COLOURS`)."""
+    scale = max(1, -(-MIN_WIDTH // picture.shape[1]))
+    enlarged = picture.repeat(scale, axis=0).repeat(scale, axis=1)
+    height, width = enlarged.shape[:2]
+    canvas = Image.new("RGB", (width, height + BAND_HEIGHT))
+    canvas.paste(Image.fromarray(enlarged), (0, 0))
+    draw, font = ImageDraw.Draw(canvas), ImageFont.load_default(size=FONT_SIZE)
+    draw.text((6, height + 4), caption, fill=(255, 255, 255), font=font)
+    x, y = 6, height + 4 + FONT_SIZE + 8
+    for label, colour in LABEL_COLOURS.items():
+        draw.rectangle((x, y, x + FONT_SIZE - 2, y + FONT_SIZE - 2), fill=colour)
+        x += FONT_SIZE + 4
+        draw.text((x, y - 2), LABEL_NAMES[label], fill=(255, 255, 255), font=font)
+        x += int(draw.textlength(LABEL_NAMES[label], font=font)) + 14
+    return canvas
+
+
 def render_overlay(image_path: Path, labels_path: Path, view: str, index: int | None) -> bytes:
-    """PNG bytes: the image slice in grey with the labels coloured on top, drawn by :mod:`brats_core.figures`.
+    """PNG bytes: the image slice in grey with the labels coloured on top, drawn by :mod:`brats_core.figures`,
+    above its slice number and the label legend (:func:`annotate`); the caption is also the PNG's ``Slice``
+    text field.
 
     ``index`` None: the slice with the most tumour. The grey window is the 1st-99th percentiles of the slice's
     non-zero voxels. The slice is shown with its first in-plane axis left to right and its second bottom to top.
@@ -39,6 +74,9 @@ def render_overlay(image_path: Path, labels_path: Path, view: str, index: int | 
     image = _plane(image_path, axis, index)
     grey = to_grey(image, intensity_window(image))
     picture = np.ascontiguousarray(np.rot90(overlay(grey, np.take(labels, index, axis=axis))))
+    caption = slice_caption(view, index, size)
+    info = PngInfo()
+    info.add_text("Slice", caption)
     buffer = io.BytesIO()
-    Image.fromarray(picture).save(buffer, format="PNG")
+    annotate(picture, caption).save(buffer, format="PNG", pnginfo=info)
     return buffer.getvalue()
