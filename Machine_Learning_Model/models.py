@@ -158,6 +158,7 @@ class VoxelSegmenter:
         tuned = info.get("val_dice_by_min_component_fraction", {}).get(str(self.min_component_fraction))
         raw = info.get("val_grid_dice", {}).get(self.name)
         scores = {key: float(v) for key, v in (("val_mean_dice", tuned), ("val_mean_dice_raw", raw)) if v is not None}
+        scores.update(info.get("cv_scores") or {})  # final checkpoints: the out-of-fold scores of their CV
         return Provenance(
             train_cases=tuple(info.get("train_case_ids", ())), val_cases=tuple(info.get("val_case_ids", ())),
             cv_scores=scores or None,

@@ -27,7 +27,7 @@ import numpy as np
 from sklearn.base import clone
 from tqdm import tqdm
 
-from brats_core.cases import CaseFiles, load_case
+from brats_core.cases import CaseFiles, load_case, open_cases
 from brats_core.config import DEFAULT_SPLIT, LABELS, REGIONS, RESULTS_DIR, SHARED_DATA_DIR, PreprocessConfig
 from brats_core.errors import BratsError
 from brats_core.helptext import PlainHelpFormatter, description
@@ -173,6 +173,20 @@ def tune_postprocessing(segmenter: VoxelSegmenter, validation: list[dict]) -> di
     return {fraction: float(np.mean(values)) for fraction, values in results.items()}
 
 
+def fit_members(members: list[str], features: np.ndarray, targets: np.ndarray, knn_max_samples: int, seed: int,
+                log=print) -> tuple[dict, dict[str, float]]:
+    """Fit each member classifier (KNN on a stratified subset); returns the estimators and their fit seconds."""
+    estimators, fit_s = {}, {}
+    for member in members:
+        start = time.perf_counter()
+        rows = stratified_subset(targets, knn_max_samples, seed) if member == "knn" else slice(None)
+        log(f"{member}: fitting on {len(targets[rows])} samples…")
+        estimators[member] = clone(build_estimator(member, seed)).fit(features[rows], targets[rows])
+        fit_s[member] = time.perf_counter() - start
+        log(f"{member}: fitted in {fit_s[member]:.1f} s")
+    return estimators, fit_s
+
+
 def train(models: list[str], train_files: list[CaseFiles], val_files: list[CaseFiles],
           preprocess_config: PreprocessConfig = DEFAULT_PREPROCESS, feature_config: FeatureConfig = FeatureConfig(),
           samples_per_case: int = 4000, knn_max_samples: int = 10000, seed: int = 0,
@@ -194,14 +208,7 @@ def train(models: list[str], train_files: list[CaseFiles], val_files: list[CaseF
     log(f"features: {features.shape[0]} samples x {features.shape[1]} from {atlas.n_cases} cases in {features_s:.1f} s")
 
     members = list(MEMBERS) if "ensemble" in models else [m for m in MEMBERS if m in models]
-    estimators, fit_s = {}, {}
-    for member in members:
-        start = time.perf_counter()
-        rows = stratified_subset(targets, knn_max_samples, seed) if member == "knn" else slice(None)
-        log(f"{member}: fitting on {len(targets[rows])} samples…")
-        estimators[member] = clone(build_estimator(member, seed)).fit(features[rows], targets[rows])
-        fit_s[member] = time.perf_counter() - start
-        log(f"{member}: fitted in {fit_s[member]:.1f} s")
+    estimators, fit_s = fit_members(members, features, targets, knn_max_samples, seed, log)
 
     start = time.perf_counter()
     # Only prepare() and member_scores() of this probe are used: they serve every fitted member at once.
@@ -263,11 +270,34 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--knn-max-samples", type=int, default=10000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-eval", action="store_true", help="skip the evaluation on the test cases")
+    parser.add_argument("--all-cases", action="store_true",
+                        help="final checkpoints: fit on every case of --data (no split, no test evaluation), with "
+                        "the thresholds and post-processing tuned by the cross-validation in --cv")
+    parser.add_argument("--cv", type=Path, help="with --all-cases: the --out folder of `brats compare --folds K` "
+                        "that trained these models (reads <cv>/compare/fold_<k>/ and <cv>/compare/<model>/)")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    if args.all_cases != (args.cv is not None):
+        parser.error("--all-cases and --cv go together: the final models take their tuned values from a CV")
 
     models = list(MODEL_NAMES) if args.model == "all" else [args.model]
+    if args.all_cases:
+        with open_cases(args.data) as files:
+            return _train_final(args, models, files)
     with split_case_files(args.data, args.split) as subsets:
         return _train(args, models, subsets)
+
+
+def _train_final(args: argparse.Namespace, models: list[str], files: list[CaseFiles]) -> int:
+    from Machine_Learning_Model.final import final_models
+
+    print(f"brats train ml: final {', '.join(models)} on all {len(files)} cases of {args.data}, tuned values "
+          f"from the cross-validation in {args.cv}", flush=True)
+    segmenters = final_models(models, files, args.cv, PreprocessConfig(size=args.size), FeatureConfig(),
+                              args.samples_per_case, args.knn_max_samples, args.seed, log=partial(print, flush=True))
+    for name, segmenter in segmenters.items():
+        path = segmenter.save(args.checkpoints / f"{name}.joblib")
+        print(f"saved {path} ({path.stat().st_size / 1e6:.2f} MB)", flush=True)
+    return 0
 
 
 def _train(args: argparse.Namespace, models: list[str], subsets: dict[str, list[CaseFiles]]) -> int:

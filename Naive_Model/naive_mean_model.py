@@ -25,14 +25,14 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from brats_core.cases import Case, CaseFiles, load_case
+from brats_core.cases import Case, CaseFiles, load_case, open_cases
 from brats_core.config import DEFAULT_SPLIT, REGIONS, RESULTS_DIR, SHARED_DATA_DIR
 from brats_core.errors import BratsError, CheckpointError
 from brats_core.figures import save_png
 from brats_core.helptext import PlainHelpFormatter, description
 from brats_core.labels import labels_to_regions, regions_to_labels
 from brats_core.preprocessing import brain_mask
-from brats_core.provenance import Provenance, this_machine, today
+from brats_core.provenance import Provenance, cv_scores, this_machine, today
 from brats_core.split import split_case_files
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -121,7 +121,8 @@ class NaiveMeanSegmenter:
 
     def __init__(self, levels: np.ndarray, thresholds: np.ndarray, case_ids: Sequence[str],
                  train_dice: np.ndarray | None = None, fit_seconds: float | None = None,
-                 hardware: str | None = None, created: str | None = None) -> None:
+                 hardware: str | None = None, created: str | None = None,
+                 cv_scores: dict[str, float] | None = None) -> None:
         levels = np.asarray(levels, dtype=np.uint8)
         thresholds = np.asarray(thresholds, dtype=np.uint8)
         if levels.ndim != 4 or levels.shape[0] != len(REGION_NAMES) or thresholds.shape != (len(REGION_NAMES),):
@@ -134,11 +135,14 @@ class NaiveMeanSegmenter:
         self.train_dice = np.full(len(REGION_NAMES), np.nan) if train_dice is None else np.asarray(train_dice)
         self.fit_seconds = fit_seconds
         self.hardware, self.created = hardware, created
+        #: Out-of-fold scores of the cross-validation that chose this recipe (final checkpoints), else None.
+        self.cv_scores = None if cv_scores is None else {key: float(v) for key, v in cv_scores.items()}
 
     @property
     def provenance(self) -> Provenance:
         """Training cases, leave-one-out training Dice per region, fit time (the checkpoint's record)."""
         scores = {r: float(d) for r, d in zip(REGION_NAMES, self.train_dice, strict=True) if np.isfinite(d)}
+        scores.update(self.cv_scores or {})
         return Provenance(train_cases=tuple(self.case_ids), cv_scores=scores or None,
                           train_seconds=self.fit_seconds, hardware=self.hardware, created=self.created)
 
@@ -195,6 +199,7 @@ class NaiveMeanSegmenter:
             "fit_seconds": self.fit_seconds,
             "hardware": self.hardware,
             "created": self.created,
+            "cv_scores": self.cv_scores,
             "numpy": np.__version__,
         }
 
@@ -227,7 +232,8 @@ class NaiveMeanSegmenter:
                 f"{CHECKPOINT_FORMAT}; retrain with `brats train naive`"
             )
         return cls(arrays["levels"], arrays["thresholds"], metadata["case_ids"], arrays["train_dice"],
-                   metadata.get("fit_seconds"), metadata.get("hardware"), metadata.get("created"))
+                   metadata.get("fit_seconds"), metadata.get("hardware"), metadata.get("created"),
+                   cv_scores=metadata.get("cv_scores"))
 
 
 def load_segmenter(name: str, checkpoint: Path, device: str | None = None) -> NaiveMeanSegmenter:
@@ -269,26 +275,37 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", type=Path, default=RESULTS_DIR / "naive", help="evaluation output folder")
     parser.add_argument("--png", type=Path, default=DEFAULT_PNG, help="PNG of the mean maps")
     parser.add_argument("--no-eval", action="store_true", help="skip the evaluation on the test cases")
+    parser.add_argument("--all-cases", action="store_true",
+                        help="final checkpoint: the atlas of every case of --data (no split, no test evaluation)")
+    parser.add_argument("--cv", type=Path, help="with --all-cases: the --out folder of the `brats compare --folds K` "
+                        "run whose out-of-fold scores the checkpoint records")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    if args.all_cases != (args.cv is not None):
+        parser.error("--all-cases and --cv go together: a final checkpoint records the scores of its CV")
 
+    if args.all_cases:
+        scores = cv_scores(args.cv / "compare" / "naive" / "summary.json")
+        with open_cases(args.data) as files:
+            return _train(args, {"train": files, "test": []}, scores)
     with split_case_files(args.data, args.split) as subsets:
         return _train(args, subsets)
 
 
-def _train(args: argparse.Namespace, subsets: dict[str, list[CaseFiles]]) -> int:
+def _train(args: argparse.Namespace, subsets: dict[str, list[CaseFiles]], scores: dict | None = None) -> int:
     from brats_core.evaluation import evaluate_segmenter
 
     train_files = subsets["train"]
     print(f"naive: atlas of {len(train_files)} training cases, then one threshold per region…", flush=True)
     loading = tqdm(train_files, desc="naive: atlas, load and count", unit="case", leave=False)
     segmenter = NaiveMeanSegmenter.fit((load_case(files) for files in loading), progress=True)
+    segmenter.cv_scores = scores
     segmenter.save(args.checkpoint)
     save_mean_maps_png(segmenter, args.png)
     thresholds = ", ".join(f"{r} {t / LEVELS:.3f}" for r, t in zip(REGION_NAMES, segmenter.thresholds, strict=True))
     print(f"naive: atlas of {len(train_files)} training cases in {segmenter.fit_seconds:.1f} s; "
           f"thresholds {thresholds}", flush=True)
     print(f"saved {args.checkpoint} ({args.checkpoint.stat().st_size / 1e6:.2f} MB) and {args.png}")
-    if not args.no_eval:
+    if not args.no_eval and subsets["test"]:
         test_files = subsets["test"]
         record = {"model": segmenter.name, "fit_seconds": segmenter.fit_seconds,
                   "train_case_ids": segmenter.case_ids, "checkpoint": args.checkpoint.name,

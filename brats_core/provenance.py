@@ -7,11 +7,13 @@ validation scores, how long training took and on what machine.
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from datetime import date
+from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -56,3 +58,26 @@ def this_machine() -> str:
 
 def today() -> str:
     return date.today().isoformat()
+
+
+def cv_scores(summary_path: Path | str) -> dict[str, float]:
+    """Out-of-fold scores of one model from the harness's pooled ``summary.json`` of a cross-validation
+    (``brats compare --folds K`` writes ``<out>/compare/<model>/summary.json``): mean and sd of Dice and HD95 per
+    region and the number of cases, as ``{"cv_WT_dice_mean": ..., "cv_n_cases": 27.0}``.
+
+    Raises :class:`BratsError` naming the file when it is missing or is not such a summary.
+    """
+    from brats_core.config import REGIONS
+    from brats_core.errors import BratsError
+
+    path = Path(summary_path)
+    try:
+        summary = json.loads(path.read_text())
+        scores = {f"cv_{r}_{m}_{s}": float(summary[r][m][s])
+                  for r in REGIONS for m in ("dice", "hd95") for s in ("mean", "sd")}
+        scores["cv_n_cases"] = float(summary["n_cases"])
+    except FileNotFoundError:
+        raise BratsError(f"{path}: no cross-validation summary (run `brats compare --folds 5` first)") from None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise BratsError(f"{path}: not a cross-validation summary of the harness ({type(exc).__name__}: {exc})") from None
+    return scores

@@ -181,8 +181,16 @@ def six_cases(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def test_folds_train_per_fold_and_pool_every_case(six_cases: Path, tmp_path: Path) -> None:
-    assert main(_args(six_cases, tmp_path, "--folds", "2", "--models", "naive,ridge")) == 0
+@pytest.fixture(scope="module")
+def two_folds(six_cases: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``brats compare --folds 2 --models naive,ridge --quick`` on the six cases; returns its --out folder."""
+    out = tmp_path_factory.mktemp("two_folds")
+    assert main(_args(six_cases, out, "--folds", "2", "--models", "naive,ridge")) == 0
+    return out
+
+
+def test_folds_train_per_fold_and_pool_every_case(six_cases: Path, two_folds: Path) -> None:
+    tmp_path = two_folds
     rows = _csv(tmp_path)
     assert [(row["fold"], row["model"]) for row in rows] == [
         ("1", "naive"), ("1", "ridge"), ("2", "naive"), ("2", "ridge"), ("all", "naive"), ("all", "ridge")
@@ -202,6 +210,62 @@ def test_folds_train_per_fold_and_pool_every_case(six_cases: Path, tmp_path: Pat
     markdown = (tmp_path / "compare.md").read_text()
     assert "## Mean Dice WT / TC / ET per fold" in markdown and "2-fold cross-validation" in markdown
     assert _is_png(tmp_path / "compare_dice.png") and _is_png(tmp_path / "compare_case.png")
+    # the CV report carries one row per case with every model's out-of-fold Dice
+    per_case = markdown.split("## Dice WT / TC / ET per case", 1)[1].split("##", 1)[0]
+    ridge = {row["case_id"]: row for row in pooled}
+    for case_id, row in ridge.items():
+        line = next(line for line in per_case.splitlines() if line.startswith(f"| {case_id} |"))
+        assert " / ".join(f"{float(row[f'{r}_dice']):.3f}" for r in ("WT", "TC", "ET")) in line
+
+
+def test_final_checkpoints_take_the_cv_settings_and_scores(six_cases: Path, two_folds: Path, tmp_path: Path) -> None:
+    """``brats train naive|ml --all-cases --cv OUT``: fit on every case, tuned values = medians over the folds."""
+    import json
+    import statistics
+
+    from brats_app.cli import main as brats
+    from Machine_Learning_Model.models import VoxelSegmenter
+    from Naive_Model.naive_mean_model import NaiveMeanSegmenter
+
+    cases = sorted(case.case_id for case in find_cases(six_cases))
+    assert brats(["train", "naive", "--all-cases", "--cv", str(two_folds), "--data", str(six_cases),
+                  "--checkpoint", str(tmp_path / "naive.npz"), "--png", str(tmp_path / "naive.png")]) == 0
+    assert brats(["train", "ml", "--model", "ridge", "--all-cases", "--cv", str(two_folds), "--data", str(six_cases),
+                  "--checkpoints", str(tmp_path), "--size", "32", "--samples-per-case", "400",
+                  "--knn-max-samples", "600"]) == 0
+    folds = [VoxelSegmenter.load(two_folds / "compare" / f"fold_{k}" / "ridge" / "ridge.joblib") for k in (1, 2)]
+    final = VoxelSegmenter.load(tmp_path / "ridge.joblib")
+    assert final.thresholds["ridge"] == pytest.approx(statistics.median(f.thresholds["ridge"] for f in folds))
+    assert final.min_component_fraction == statistics.median(f.min_component_fraction for f in folds)
+    for name, segmenter in (("naive", NaiveMeanSegmenter.load(tmp_path / "naive.npz")), ("ridge", final)):
+        provenance = segmenter.provenance
+        assert sorted(provenance.train_cases) == cases and not provenance.val_cases
+        summary = json.loads((two_folds / "compare" / name / "summary.json").read_text())
+        assert provenance.cv_scores["cv_WT_dice_mean"] == pytest.approx(summary["WT"]["dice"]["mean"])
+        assert provenance.cv_scores["cv_n_cases"] == len(cases)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [(["--all-cases"], "--all-cases and --cv go together"), (["--cv", "x"], "--all-cases and --cv go together")],
+)
+def test_final_training_needs_a_cv(synthetic_root: Path, capsys, extra: list[str], message: str) -> None:
+    from brats_app.cli import main as brats
+
+    for family in ("naive", "ml"):
+        with pytest.raises(SystemExit):
+            brats(["train", family, "--data", str(synthetic_root), *extra])
+        assert message in capsys.readouterr().err
+
+
+def test_final_training_names_a_missing_cv(synthetic_root: Path, tmp_path: Path, capsys) -> None:
+    from brats_app.cli import main as brats
+
+    assert brats(["train", "ml", "--all-cases", "--cv", str(tmp_path), "--data", str(synthetic_root),
+                  "--checkpoints", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert str(tmp_path / "compare") in err and "brats compare --folds 5" in err
+    assert not list(tmp_path.glob("*.joblib"))
 
 
 def test_fold_splits_are_patient_level_partitions() -> None:

@@ -123,6 +123,19 @@ def _fold_table(fold_runs: list[dict[str, ModelRun]], models: Sequence[str]) -> 
     return lines
 
 
+def per_case_table(runs: dict[str, ModelRun]) -> list[str]:
+    """One row per scored case: each model's Dice WT / TC / ET on it (out of fold in a cross-validation)."""
+    live = {name: {row["case_id"]: row for row in run.rows} for name, run in runs.items() if run.error is None}
+    cases = sorted({case_id for rows in live.values() for case_id in rows})
+    lines = ["| Case | " + " | ".join(REGISTRY[name].display for name in live) + " |",
+             "| --- " * (len(live) + 1) + "|"]
+    for case_id in cases:
+        cells = [" / ".join(f"{rows[case_id][f'{r}_dice']:.3f}" for r in REGIONS) if case_id in rows else "—"
+                 for rows in live.values()]
+        lines.append(f"| {case_id} | {' | '.join(cells)} |")
+    return lines
+
+
 def machine() -> str:
     """Platform, CPU count and the torch device the models run on."""
     import torch
@@ -153,6 +166,7 @@ def write_markdown(path: Path, runs: dict[str, ModelRun], header: dict[str, str]
     ]
     if fold_runs:
         lines += ["", "## Mean Dice WT / TC / ET per fold", "", *_fold_table(fold_runs, list(runs))]
+    lines += ["", "## Dice WT / TC / ET per case", "", *per_case_table(runs)]
     lines += ["", "## The seed's numbers beside ours", "", *_seed_table(runs), "", SEED_WHY]
     if figures:
         lines += ["", "## Figures", ""] + [f"![{name}]({name})" for name in figures]
