@@ -78,7 +78,7 @@ class InferenceService:
         """The loaded segmenter ``name``."""
         if name not in self._models:
             raise BratsError(
-                f"model {name!r} is not served here; choose one of {', '.join(self.settings.allowed_models)}"
+                f"model {name[:64]!r} is not served here; choose one of {', '.join(self.settings.allowed_models)}"
             )
         return self._models[name]
 

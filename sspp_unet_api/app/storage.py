@@ -46,6 +46,11 @@ def is_valid_id(value: str) -> bool:
     return parsed.version == 4 and str(parsed) == value
 
 
+def shown_id(value: str, limit: int = 64) -> str:
+    """A client-given id as error messages echo it: quoted, at most ``limit`` characters."""
+    return repr(value if len(value) <= limit else f"{value[:limit]}...")
+
+
 def _write_json(path: Path, data: dict) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(data, indent=1))
@@ -131,7 +136,7 @@ class Storage:
     def prediction(self, prediction_id: str) -> tuple[dict, Path]:
         """The record and folder of a prediction whose upload is live."""
         if not is_valid_id(prediction_id):
-            raise NotFoundError(f"prediction {prediction_id!r} not found")
+            raise NotFoundError(f"prediction {shown_id(prediction_id)} not found")
         for folder in self.root.glob(f"*/predictions/{prediction_id}"):
             record = _read_json(folder / PREDICTION_RECORD)
             if record is not None:
@@ -172,5 +177,5 @@ class Storage:
 
     def _folder(self, upload_id: str) -> Path:
         if not is_valid_id(upload_id):
-            raise NotFoundError(f"upload {upload_id!r} not found")
+            raise NotFoundError(f"upload {shown_id(upload_id)} not found")
         return self.root / upload_id
