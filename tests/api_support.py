@@ -35,10 +35,13 @@ def multipart(files: Iterable[Path]) -> list[tuple[str, tuple[str, bytes, str]]]
     return [("files", (p.name, p.read_bytes(), "application/octet-stream")) for p in files]
 
 
-def serve(env: dict[str, str], log: Path, timeout: float = 90.0) -> tuple[subprocess.Popen, str]:
+def serve(env: dict[str, str], log: Path, timeout: float = 90.0,
+          brats_serve: list[str] | None = None) -> tuple[subprocess.Popen, str]:
     """Start ``uvicorn sspp_unet_api.app.main:app`` on a free loopback port; returns the process and base URL.
 
-    The listening socket is bound here and handed to uvicorn (``--fd``), so there is no port race.
+    With ``brats_serve`` (its extra options, e.g. ``["--workers", "2"]``), start ``brats serve`` instead
+    (``python -m sspp_unet_api.app.main``), which applies the connection limits of the settings.
+    The listening socket is bound here and handed to the server (``--fd``), so there is no port race.
     """
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -47,9 +50,11 @@ def serve(env: dict[str, str], log: Path, timeout: float = 90.0) -> tuple[subpro
     url = f"http://127.0.0.1:{sock.getsockname()[1]}"
     full_env = {**os.environ, "OMP_NUM_THREADS": "1", **env}
     with open(log, "wb") as out:
+        command = [sys.executable, "-m", "uvicorn", "sspp_unet_api.app.main:app", "--log-level", "info"]
+        if brats_serve is not None:
+            command = [sys.executable, "-m", "sspp_unet_api.app.main", *brats_serve]
         process = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "sspp_unet_api.app.main:app", "--fd", str(sock.fileno()),
-             "--log-level", "info"],
+            [*command, "--fd", str(sock.fileno())],
             cwd=REPO_ROOT, env=full_env, stdout=out, stderr=subprocess.STDOUT, pass_fds=[sock.fileno()],
         )
     sock.close()

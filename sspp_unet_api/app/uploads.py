@@ -28,6 +28,7 @@ from brats_core.cases import (
 from brats_core.config import MODALITIES
 from brats_core.errors import BratsError
 from sspp_unet_api.app.config import Settings
+from sspp_unet_api.app.voxels import check_voxels
 
 CHUNK = 1 << 20
 
@@ -121,6 +122,7 @@ def _ingest(sources: list[tuple[str | None, BinaryIO]], folder: Path, settings: 
         )
     if len(cases) > settings.max_cases_per_upload:
         raise BratsError(f"{len(cases)} cases uploaded; at most {settings.max_cases_per_upload} per upload")
+    check_voxels(cases, settings.max_voxels_per_volume, settings.max_voxels_per_case)
     return [_case_record(files, folder) for files in cases]
 
 
