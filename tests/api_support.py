@@ -10,7 +10,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import httpx
@@ -19,7 +19,8 @@ from brats_core.config import REPO_ROOT
 from sspp_unet_api.app.config import CHECKPOINT_DIR, SAMPLE_ZIP, Settings
 
 SHIPPED_CHECKPOINT = CHECKPOINT_DIR / "sspp.pt"
-__all__ = ["SAMPLE_ZIP", "SHIPPED_CHECKPOINT", "api_settings", "multipart", "serve", "stop"]
+__all__ = ["SAMPLE_ZIP", "SHIPPED_CHECKPOINT", "Server", "api_settings", "children", "multipart", "serve", "stop",
+           "wait_until"]
 
 
 def api_settings(data_dir: Path, checkpoint: Path, **overrides: object) -> Settings:
@@ -86,3 +87,56 @@ def stop(process: subprocess.Popen, log: Path) -> bool:
         return False
     text = log.read_text()
     return "Application shutdown complete." in text and "Traceback" not in text
+
+
+class Server:
+    """``brats serve`` (``python -m sspp_unet_api.app.main --fd``) with its own data and temporary folders."""
+
+    def __init__(self, tmp: Path, export: Path, name: str = "server", extra: list[str] | None = None,
+                 data: Path | None = None, **env: str) -> None:
+        self.data, self.tmp, self.log = data or tmp / "data", tmp / f"{name}_tmp", tmp / f"{name}.log"
+        self.tmp.mkdir()
+        environment = {"BRATS_CHECKPOINT": str(export), "BRATS_DATA_DIR": str(self.data), "BRATS_DEVICE": "cpu",
+                       "TMPDIR": str(self.tmp), **{f"BRATS_{k.upper()}": v for k, v in env.items()}}
+        self.process, self.url = serve(environment, self.log, brats_serve=extra or [])
+        self.port = int(self.url.rsplit(":", 1)[1])
+
+    def stop(self) -> bool:
+        return stop(self.process, self.log)
+
+    def connect(self) -> socket.socket:
+        sock = socket.create_connection(("127.0.0.1", self.port), timeout=10)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 16)
+        return sock
+
+    def uploads(self) -> list[Path]:
+        return [p for p in self.data.iterdir() if p.is_dir()] if self.data.exists() else []
+
+    def open_deleted_files(self) -> list[str]:
+        """Files the server (and its workers) hold open although they were deleted."""
+        pids = [self.process.pid, *children(self.process.pid)]
+        found = []
+        for pid in pids:
+            fd_dir = Path(f"/proc/{pid}/fd")
+            for fd in fd_dir.iterdir() if fd_dir.exists() else []:
+                try:
+                    target = os.readlink(fd)
+                except OSError:
+                    continue
+                if target.endswith("(deleted)"):
+                    found.append(target)
+        return found
+
+
+def children(pid: int) -> list[int]:
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(p) for p in children.read_text().split()] if children.exists() else []
+
+
+def wait_until(condition: Callable[[], bool], seconds: float, step: float = 0.1) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(step)
+    return condition()

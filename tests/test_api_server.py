@@ -6,15 +6,13 @@ stalled bodies, too many connections. Every wait is a bounded loop, every server
 
 from __future__ import annotations
 
-import os
 import socket
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from api_support import multipart, serve, stop
+from api_support import multipart, wait_until
 from support import case_paths
 
 from brats_core.cases import CaseFiles, find_cases
@@ -26,72 +24,6 @@ BOUNDARY = "brats-test-boundary"
 @pytest.fixture(scope="module")
 def case(synthetic_root: Path) -> CaseFiles:
     return find_cases(synthetic_root)[0]
-
-
-class Server:
-    """``brats serve`` (``python -m sspp_unet_api.app.main --fd``) with its own data and temporary folders."""
-
-    def __init__(self, tmp: Path, export: Path, name: str = "server", extra: list[str] | None = None,
-                 data: Path | None = None, **env: str) -> None:
-        self.data, self.tmp, self.log = data or tmp / "data", tmp / f"{name}_tmp", tmp / f"{name}.log"
-        self.tmp.mkdir()
-        environment = {"BRATS_CHECKPOINT": str(export), "BRATS_DATA_DIR": str(self.data), "BRATS_DEVICE": "cpu",
-                       "TMPDIR": str(self.tmp), **{f"BRATS_{k.upper()}": v for k, v in env.items()}}
-        self.process, self.url = serve(environment, self.log, brats_serve=extra or [])
-        self.port = int(self.url.rsplit(":", 1)[1])
-
-    def stop(self) -> bool:
-        return stop(self.process, self.log)
-
-    def connect(self) -> socket.socket:
-        sock = socket.create_connection(("127.0.0.1", self.port), timeout=10)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 16)
-        return sock
-
-    def uploads(self) -> list[Path]:
-        return [p for p in self.data.iterdir() if p.is_dir()] if self.data.exists() else []
-
-    def open_deleted_files(self) -> list[str]:
-        """Files the server (and its workers) hold open although they were deleted."""
-        pids = [self.process.pid, *_children(self.process.pid)]
-        found = []
-        for pid in pids:
-            fd_dir = Path(f"/proc/{pid}/fd")
-            for fd in fd_dir.iterdir() if fd_dir.exists() else []:
-                try:
-                    target = os.readlink(fd)
-                except OSError:
-                    continue
-                if target.endswith("(deleted)"):
-                    found.append(target)
-        return found
-
-
-def _children(pid: int) -> list[int]:
-    children = Path(f"/proc/{pid}/task/{pid}/children")
-    return [int(p) for p in children.read_text().split()] if children.exists() else []
-
-
-@pytest.fixture()
-def server_factory(tmp_path: Path, random_export: Path) -> Iterator[Callable[..., Server]]:
-    servers: list[Server] = []
-
-    def start(**kwargs) -> Server:
-        servers.append(Server(tmp_path, random_export, name=f"server{len(servers)}", **kwargs))
-        return servers[-1]
-
-    yield start
-    results = [(s, s.stop()) for s in servers]
-    assert all(clean for _, clean in results), [s.log.read_text() for s, clean in results if not clean]
-
-
-def wait_until(condition: Callable[[], bool], seconds: float, step: float = 0.1) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(step)
-    return condition()
 
 
 def read_response(sock: socket.socket, seconds: float) -> bytes:
