@@ -35,6 +35,7 @@ def install_docs(app: FastAPI) -> None:
             swagger_css_url=url(request, f"{ASSETS_URL}/swagger-ui.css"),
             swagger_favicon_url=url(request, f"{ASSETS_URL}/favicon.png"),
             oauth2_redirect_url=url(request, "/docs/oauth2-redirect"),
+            swagger_ui_parameters={"validatorUrl": None},  # no badge fetched from swagger.io
         )
 
     @app.get("/docs/oauth2-redirect", include_in_schema=False)

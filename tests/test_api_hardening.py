@@ -1,0 +1,154 @@
+"""Issue 11's smaller points, in-process: HEAD /, security headers, capped echoes, foreign origins, voxel
+bounds, offline docs pages. The points that live in the server are in ``test_api_server.py``."""
+
+from __future__ import annotations
+
+import gzip
+import re
+import time
+import uuid
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from api_support import api_settings, multipart
+from fastapi.testclient import TestClient
+from support import Oracle, case_paths
+
+from brats_core.cases import CaseFiles, find_cases
+from brats_core.config import REPO_ROOT
+from sspp_unet_api.app.main import create_app
+
+KEY = "s3cret-key"
+
+
+@pytest.fixture(scope="module")
+def case(synthetic_root: Path) -> CaseFiles:
+    return find_cases(synthetic_root)[0]
+
+
+def make_client(tmp_path: Path, **overrides) -> TestClient:
+    settings = api_settings(tmp_path / "data", tmp_path / "unused.pt", **overrides)
+    return TestClient(create_app(settings, Oracle()), raise_server_exceptions=False)
+
+
+@pytest.fixture()
+def client(tmp_path: Path):
+    with make_client(tmp_path) as test_client:
+        yield test_client
+
+
+def uploads(tmp_path: Path) -> list[Path]:
+    return list((tmp_path / "data").iterdir())
+
+
+# ---------------------------------------------------------------------------------------------- small points
+def test_head_on_health_answers_200_without_the_key(tmp_path: Path) -> None:
+    with make_client(tmp_path, api_key=KEY) as client:
+        response = client.head("/")
+        assert response.status_code == 200 and response.content == b""
+
+
+def test_readme_promises_400_for_a_malformed_body(client: TestClient) -> None:
+    assert "400 malformed body" in (REPO_ROOT / "sspp_unet_api" / "README.md").read_text()
+    response = client.post("/predict", content=b'{"upload_id": ', headers={"Content-Type": "application/json"})
+    assert response.status_code == 400 and "not valid JSON" in response.json()["detail"]
+
+
+def test_security_headers(client: TestClient, case: CaseFiles) -> None:
+    uploaded = client.post("/upload", files=multipart(case_paths(case)))
+    prediction = client.post("/predict", json={"upload_id": uploaded.json()["upload_id"]}).json()
+    results = [uploaded, client.get(f"/uploads/{prediction['upload_id']}"), client.get(prediction["urls"]["overlay"]),
+               client.get(f"/predictions/{prediction['prediction_id']}"), client.get(prediction["urls"]["segmentation"]),
+               client.post("/predict", json={"upload_id": prediction["upload_id"]}), client.get("/"),
+               client.get(f"/uploads/{uuid.uuid4()}")]
+    for response in results:
+        assert response.headers["x-content-type-options"] == "nosniff", response.url
+        assert response.headers["referrer-policy"] == "no-referrer"
+        assert "frame-ancestors 'none'" in response.headers["content-security-policy"]
+        assert response.headers["cache-control"] == "no-store", response.url
+    for page in ("/docs", "/redoc"):
+        html = client.get(page)
+        assert html.headers["content-type"].startswith("text/html")
+        csp = html.headers["content-security-policy"]
+        assert "frame-ancestors 'none'" in csp and "default-src 'self'" in csp
+        assert html.headers["x-frame-options"] == "DENY" and html.headers["cache-control"] == "no-store"
+    asset = client.get("/docs-assets/swagger-ui.css")
+    assert asset.status_code == 200 and "no-store" not in asset.headers.get("cache-control", "")
+
+
+def test_echoed_ids_are_capped(client: TestClient, case: CaseFiles) -> None:
+    long_id = "x" * 60_000
+    upload_id = client.post("/upload", files=multipart(case_paths(case))).json()["upload_id"]
+    responses = [
+        client.post("/predict", json={"upload_id": long_id}),
+        client.get(f"/uploads/{'y' * 8000}"),
+        client.get(f"/predictions/{'z' * 8000}"),
+        client.post("/predict", json={"upload_id": upload_id, "case_id": long_id}),
+        client.post("/predict", json={"upload_id": upload_id, "model": long_id}),
+        client.post("/predict", json={"upload_id": [long_id]}),
+    ]
+    for response in responses:
+        assert 400 <= response.status_code < 500, response.text[:200]
+        assert len(response.content) < 1000, (response.status_code, response.text[:300])
+
+
+# -------------------------------------------------------------------------------------------- foreign origins
+def test_state_changing_requests_from_foreign_origins_are_refused(tmp_path: Path, case: CaseFiles) -> None:
+    with make_client(tmp_path, cors_origins=("https://ui.example.org",)) as client:
+        for origin in ("https://evil.example", "null", "http://testserver.evil.example"):
+            refused = client.post("/upload", files=multipart(case_paths(case)), headers={"Origin": origin})
+            assert refused.status_code == 403 and "BRATS_CORS_ORIGINS" in refused.json()["detail"], origin
+            one_shot = client.post("/predict", files=multipart(case_paths(case)), headers={"Origin": origin})
+            assert one_shot.status_code == 403
+        assert uploads(tmp_path) == []
+        own = client.post("/upload", files=multipart(case_paths(case)), headers={"Origin": "http://testserver"})
+        assert own.status_code == 201, own.text
+        upload_id = own.json()["upload_id"]
+        configured = client.post("/predict", json={"upload_id": upload_id}, headers={"Origin": "https://ui.example.org"})
+        assert configured.status_code == 200
+        assert client.get(f"/uploads/{upload_id}", headers={"Origin": "https://evil.example"}).status_code == 200
+        assert client.delete(f"/uploads/{upload_id}", headers={"Origin": "https://evil.example"}).status_code == 403
+        assert client.post("/upload", files=multipart(case_paths(case))).status_code == 201  # no Origin: curl
+
+
+# ---------------------------------------------------------------------------------------------- voxel bounds
+def _zero_volume(shape: tuple[int, int, int]) -> bytes:
+    image = nib.Nifti1Image(np.zeros(shape, dtype=np.int16), np.eye(4))
+    return gzip.compress(image.to_bytes(), compresslevel=1)
+
+
+def test_voxels_are_bounded_per_volume_from_the_headers(client: TestClient, tmp_path: Path) -> None:
+    """Four 400^3 zero volumes (~0.5 MB compressed, 2 GB as float32) are refused without being decompressed."""
+    volume = _zero_volume((400, 400, 400))
+    files = [("files", (f"big_{m}.nii.gz", volume)) for m in ("t1", "t1ce", "t2", "flair")]
+    started = time.perf_counter()
+    response = client.post("/upload", files=files)
+    assert response.status_code == 422
+    detail = response.json()["detail"]
+    assert "big_t1.nii.gz" in detail and "400x400x400" in detail and "BRATS_MAX_VOXELS_PER_VOLUME" in detail
+    assert time.perf_counter() - started < 5.0
+    assert uploads(tmp_path) == []
+
+
+def test_voxels_are_bounded_per_case(tmp_path: Path, case: CaseFiles) -> None:
+    voxels = int(np.prod(nib.load(case.images["t1"]).shape))
+    with make_client(tmp_path, max_voxels_per_case=4 * voxels) as client:
+        assert client.post("/upload", files=multipart(case_paths(case)[:4])).status_code == 201
+        refused = client.post("/upload", files=multipart(case_paths(case)))  # + seg: 5 volumes
+        assert refused.status_code == 422
+        assert f"case '{case.case_id}'" in refused.json()["detail"] and "BRATS_MAX_VOXELS_PER_CASE" in refused.text
+    with make_client(tmp_path, max_voxels_per_volume=voxels - 1) as client:
+        assert "BRATS_MAX_VOXELS_PER_VOLUME" in client.post("/upload", files=multipart(case_paths(case))).text
+
+
+# ------------------------------------------------------------------------------------------ offline docs pages
+def test_docs_pages_name_no_external_url(client: TestClient) -> None:
+    for page in ("/docs", "/redoc", "/docs/oauth2-redirect"):
+        html = client.get(page)
+        assert html.status_code == 200
+        assert not re.search(r"(https?:)?//[a-z0-9]", html.text, re.IGNORECASE), (page, html.text)
+        for asset in re.findall(r'(?:src|href)="([^"]+)"', html.text):
+            fetched = client.get(asset)
+            assert fetched.status_code == 200 and len(fetched.content) > 1000, asset
