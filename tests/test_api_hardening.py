@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from api_support import api_settings, multipart
 from fastapi.testclient import TestClient
-from support import Oracle, case_paths
+from support import Oracle, case_paths, zip_bytes
 
 from brats_core.cases import CaseFiles, find_cases
 from brats_core.config import REPO_ROOT
@@ -152,3 +152,31 @@ def test_docs_pages_name_no_external_url(client: TestClient) -> None:
         for asset in re.findall(r'(?:src|href)="([^"]+)"', html.text):
             fetched = client.get(asset)
             assert fetched.status_code == 200 and len(fetched.content) > 1000, asset
+
+
+# ------------------------------------------------------------------------------------- names too long to hold
+@pytest.mark.parametrize(("member", "words"), [
+    ("c/" + "L" * 250 + "_t1.nii.gz", ("260 bytes", "at most 255")),
+    ("/".join(["d" * 200] * 6) + "/c_t1.nii.gz", ("more than 1024 bytes",)),
+])
+def test_zip_member_names_the_file_system_cannot_hold_get_422(
+    client: TestClient, tmp_path: Path, case: CaseFiles, member: str, words: tuple[str, ...]
+) -> None:
+    members = [(f"{case.case_id}/{p.name}", p.read_bytes()) for p in case_paths(case)]
+    archive = zip_bytes([*members, (member, case.images["t1"].read_bytes())])
+    response = client.post("/upload", files=[("files", ("long.zip", archive, "application/zip"))])
+    assert response.status_code == 422, response.text
+    detail = response.json()["detail"]
+    assert "long.zip" in detail and all(w in detail for w in words) and len(detail) < 400, detail
+    assert str(tmp_path) not in detail and uploads(tmp_path) == []
+    assert client.get("/").status_code == 200
+
+
+def test_cleanup_of_a_partial_extraction_never_raises(tmp_path: Path) -> None:
+    """Removing what was extracted must not fail, even on paths the file system refuses."""
+    from brats_core.cases import _remove
+
+    kept = tmp_path / "kept.nii.gz"
+    kept.write_bytes(b"x")
+    _remove([tmp_path / ("L" * 300), tmp_path / "missing", kept])
+    assert not kept.exists()
