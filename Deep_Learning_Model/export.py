@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from brats_core.config import PreprocessConfig
-from brats_core.errors import ArtifactError, BratsError
+from brats_core.errors import BratsError, CheckpointError
 from brats_core.files import atomic_path
 from Deep_Learning_Model.model import ModelConfig, build_model
 
@@ -57,19 +57,19 @@ def load_versioned(path: Path | str, fmt: str, version: int, what: str) -> dict:
     """``torch.load(weights_only=True)`` of a ``{"format": fmt, "version": version, ...}`` file onto the CPU.
 
     A missing, unreadable (corrupt, truncated, pickled code) or foreign file, or another version, raises
-    :class:`ArtifactError` naming the file and ``what`` it should be (e.g. ``"model export"``).
+    :class:`CheckpointError` naming the file and ``what`` it should be (e.g. ``"model export"``).
     """
     path = Path(path)
     if not path.is_file():
-        raise ArtifactError(f"{path}: {what} not found")
+        raise CheckpointError(f"{path}: {what} not found")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for truncated or foreign files
-        raise ArtifactError(f"{path}: not a readable {what} ({type(exc).__name__}: {exc})") from exc
+        raise CheckpointError(f"{path}: not a readable {what} ({type(exc).__name__}: {exc})") from exc
     if not isinstance(payload, dict) or payload.get("format") != fmt:
-        raise ArtifactError(f"{path}: not a {what} (expected format {fmt!r})")
+        raise CheckpointError(f"{path}: not a {what} (expected format {fmt!r})")
     if payload.get("version") != version:
-        raise ArtifactError(f"{path}: {what} version {payload.get('version')!r}, this code reads version {version}")
+        raise CheckpointError(f"{path}: {what} version {payload.get('version')!r}, this code reads version {version}")
     return payload
 
 
@@ -116,7 +116,7 @@ def read_export(path: Path | str) -> dict:
     payload = load_versioned(path, FORMAT, VERSION, "model export")
     missing = [k for k in ("model_config", "preprocess", "state_dict") if not isinstance(payload.get(k), dict)]
     if missing:
-        raise ArtifactError(f"{path}: export lacks {', '.join(missing)}")
+        raise CheckpointError(f"{path}: export lacks {', '.join(missing)}")
     return payload
 
 
@@ -126,7 +126,7 @@ def load_export(
     """Load an export: ``(model in eval mode with fp32 weights on device, ModelConfig, PreprocessConfig, meta)``.
 
     ``meta`` holds the saved ``metrics`` and ``info`` and the ``path``. Missing, corrupt or mismatched files
-    raise :class:`ArtifactError` naming the file.
+    raise :class:`CheckpointError` naming the file.
     """
     path = Path(path)
     payload = read_export(path)
@@ -134,9 +134,9 @@ def load_export(
         model_config = ModelConfig.from_dict(payload["model_config"])
         preprocess = PreprocessConfig.from_dict(payload["preprocess"])
     except (BratsError, KeyError, TypeError, ValueError) as exc:
-        raise ArtifactError(f"{path}: invalid configuration in export ({exc})") from exc
+        raise CheckpointError(f"{path}: invalid configuration in export ({exc})") from exc
     if model_config.arch == "sspp" and preprocess.size != model_config.input_size:
-        raise ArtifactError(
+        raise CheckpointError(
             f"{path}: SSPP model built for {model_config.input_size}px slices but preprocessing size is "
             f"{preprocess.size}"
         )
@@ -144,11 +144,11 @@ def load_export(
     tensors = payload["state_dict"]
     not_tensors = sorted(k for k, v in tensors.items() if not isinstance(v, torch.Tensor))
     if not_tensors:
-        raise ArtifactError(f"{path}: state_dict entries {not_tensors[:5]} are not tensors")
+        raise CheckpointError(f"{path}: state_dict entries {not_tensors[:5]} are not tensors")
     try:
         model.load_state_dict(tensors, strict=True)  # copies the fp16 values into the fp32 parameters
     except RuntimeError as exc:
-        raise ArtifactError(f"{path}: weights do not match the model configuration: {exc}") from exc
+        raise CheckpointError(f"{path}: weights do not match the model configuration: {exc}") from exc
     model.to(device).eval()
     meta = {"metrics": payload.get("metrics", {}), "info": payload.get("info", {}), "path": str(path)}
     return model, model_config, preprocess, meta

@@ -18,14 +18,13 @@ from einops import rearrange
 from torch import nn
 
 from brats_core.cases import Case
-from brats_core.config import LABELS, REPO_ROOT, PreprocessConfig
-from brats_core.errors import ArtifactError
+from brats_core.config import LABELS, REGIONS, PreprocessConfig
+from brats_core.errors import CheckpointError
 from brats_core.preprocessing import Geometry, Preprocessed, preprocess
+from brats_core.provenance import Provenance
 from Deep_Learning_Model.export import load_export
 from Deep_Learning_Model.model import BINARY_TUMOUR_LABEL, ModelConfig
 
-#: Where ``brats train unet|sspp`` writes the shipped exports.
-CHECKPOINT_DIR = REPO_ROOT / "Deep_Learning_Model" / "checkpoints"
 #: Slices per forward pass: 8 to 32 cost the same CPU time per case (benchmarks/inference_cpu.py), 16 keeps
 #: the activations of a 128x128 base-32 model near 0.5 GB.
 DEFAULT_BATCH_SIZE = 16
@@ -194,6 +193,19 @@ class Predictor:
         model, model_config, preprocess_config, meta = load_export(path, device)
         return cls(model, model_config, preprocess_config, device, tta, batch_size, meta=meta, amp=amp)
 
+    @property
+    def provenance(self) -> Provenance:
+        """The export's training record: cases, validation Dice of the best epoch, time and machine."""
+        info, metrics = self.meta.get("info", {}), self.meta.get("metrics", {})
+        scores = {key: float(metrics[key]["dice"]) for key in REGIONS if isinstance(metrics.get(key), dict)}
+        if metrics.get("mean_dice") is not None:
+            scores["mean"] = float(metrics["mean_dice"])
+        return Provenance(
+            train_cases=tuple(info.get("train_cases", ())), val_cases=tuple(info.get("val_cases", ())),
+            cv_scores=scores or None, train_seconds=info.get("train_seconds"),
+            hardware=info.get("hardware", info.get("trained_on")), created=info.get("created"),
+        )
+
     def predict_preprocessed(self, pre: Preprocessed) -> np.ndarray:
         """Labels (X, Y, Z) uint8 in the original geometry for an already preprocessed case."""
         return predict_volume(
@@ -206,23 +218,16 @@ class Predictor:
         return self.predict_preprocessed(preprocess(case, self.preprocess_config))
 
 
-def default_checkpoint(name: str) -> Path:
-    """The shipped export of model ``name``: ``Deep_Learning_Model/checkpoints/<name>.pt``."""
-    return CHECKPOINT_DIR / f"{name}.pt"
-
-
 def load_segmenter(
     name: str,
-    artifact: Path | str | None = None,
+    checkpoint: Path | str,
     device: torch.device | str | None = None,
     tta: bool = False,
     batch_size: int = DEFAULT_BATCH_SIZE,
 ) -> Predictor:
-    """Registry entry of ``unet`` and ``sspp`` (:mod:`brats_core.segmenters`); ``artifact`` overrides the default."""
-    path = Path(artifact) if artifact is not None else default_checkpoint(name)
-    if artifact is None and not path.is_file():
-        raise ArtifactError(f"{path}: no shipped {name} export; train one with `brats train {name}`")
+    """Loader of the registry (:mod:`brats_app.registry`) for ``unet`` and ``sspp``."""
+    path = Path(checkpoint)
     predictor = Predictor.from_export(path, device=device, tta=tta, batch_size=batch_size)
     if predictor.model_config.arch != name:
-        raise ArtifactError(f"{path}: export holds a {predictor.model_config.arch!r} model, not {name!r}")
+        raise CheckpointError(f"{path}: export holds a {predictor.model_config.arch!r} model, not {name!r}")
     return predictor

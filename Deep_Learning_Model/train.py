@@ -21,6 +21,7 @@ from dataclasses import replace
 import torch
 
 from brats_core.errors import BratsError
+from brats_core.provenance import this_machine, today
 from Deep_Learning_Model.model import ARCHS, count_parameters
 from Deep_Learning_Model.training.checkpoint import load_checkpoint
 from Deep_Learning_Model.training.config import PRESETS, TrainConfig, make_config
@@ -156,6 +157,13 @@ def _describe(trainer: Trainer) -> str:
     )
 
 
+def _hardware(trainer: Trainer) -> str:
+    """The machine of the export's provenance: GPU name (or CPU), process count, precision."""
+    device = trainer.device
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else this_machine()
+    return f"{trainer.ctx.world_size}x {name} (torch {torch.__version__}), {trainer.precision.describe()}"
+
+
 def run(overrides: dict, ctx: DistContext) -> int:
     """Train with the options in ``overrides`` (parsed command line) in this process of the job ``ctx``."""
     overrides = dict(overrides)
@@ -197,7 +205,7 @@ def run(overrides: dict, ctx: DistContext) -> int:
         if ctx.is_main:
             seconds = time.perf_counter() - start
             info = {"train_config": cfg.to_dict(), "train_cases": data.train_ids, "val_cases": data.val_ids,
-                    "train_seconds": round(seconds, 1)}
+                    "train_seconds": round(seconds, 1), "hardware": _hardware(trainer), "created": today()}
             export = trainer.export(info)
             trainer.write_summary(seconds)
             best = trainer.best

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from brats_core.cases import Case, check_labels, check_same_geometry, load_case, read_nifti
+from brats_core.cases import Case, load_case
 from brats_core.config import LABELS, MODALITIES
 from brats_core.errors import BratsError
 from brats_core.evaluation import check_prediction
@@ -29,6 +29,7 @@ from brats_core.figures import (
     show_plane,
     to_grey,
 )
+from brats_core.nifti import check_labels, check_same_geometry, read_nifti
 from brats_core.preprocessing import brain_mask
 
 
@@ -90,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--model", default="sspp", help="registered model to predict with (default: sspp)")
     source.add_argument("--pred", type=Path, help="a saved prediction (NIfTI) instead of running a model")
-    parser.add_argument("--checkpoint", type=Path, help="model artifact (default: the shipped one)")
+    parser.add_argument("--checkpoint", type=Path, help="model checkpoint (default: the shipped one)")
     parser.add_argument("--device", choices=("cpu", "cuda"), help="default: the model's choice")
     parser.add_argument("--slices", type=int, nargs="+", help="axial slice indices (default: largest tumour slice)")
     args = parser.parse_args(argv)
@@ -99,7 +100,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.pred is not None:
         pred, title = load_prediction(args.pred, case), f"{case.case_id}: {args.pred.name}"
     else:
-        from brats_core.segmenters import load_segmenter
+        from brats_app.registry import (
+            load_segmenter,  # the command's entry point reads the one model registry
+        )
 
         pred, title = load_segmenter(args.model, args.checkpoint, args.device).predict(case), f"{case.case_id}: {args.model}"
     print(render(case, pred, args.out, args.slices, title))

@@ -22,13 +22,13 @@ from brats_core.config import MODALITIES, REGIONS
 from brats_core.preprocessing import Geometry, Preprocessed, bounding_box
 from Naive_Model.naive_mean_model import LEVELS
 
-#: Bump when a feature's computation changes without its name changing; artifacts of another version are refused.
+#: Bump when a feature's computation changes without its name changing; checkpoints of another version are refused.
 FEATURES_VERSION = 1
 
 
 @dataclass(frozen=True)
 class FeatureConfig:
-    """Parameters of :func:`voxel_features`; stored in every artifact and compared on load."""
+    """Parameters of :func:`voxel_features`; stored in every checkpoint and compared on load."""
 
     scales: tuple[float, ...] = (1.0, 3.0)
     gradient_sigma: float = 1.0

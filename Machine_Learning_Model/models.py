@@ -1,6 +1,6 @@
 """Per-voxel classifiers (ridge, decision tree, k-nearest neighbours, and their majority-vote ensemble).
 
-A model predicts a case by preprocessing it (:func:`brats_core.preprocessing.preprocess` with the artifact's
+A model predicts a case by preprocessing it (:func:`brats_core.preprocessing.preprocess` with the checkpoint's
 :class:`~brats_core.config.PreprocessConfig`), computing the features of every brain voxel of the grid
 (:mod:`Machine_Learning_Model.features`), classifying them in chunks, mapping the labels back to the original
 grid (``Geometry.restore_labels``) and optionally dropping small tumour components.
@@ -12,9 +12,9 @@ majority vote of its three members' labels, because ``RidgeClassifier`` has no `
 needs probabilities from every member); when all three disagree, the member with the best validation Dice
 decides.
 
-Artifacts are joblib files (a pickle: load only artifacts you trust) holding the fitted estimators with the
+Checkpoints are joblib files (a pickle: load only checkpoints you trust) holding the fitted estimators with the
 feature names, feature and preprocessing parameters, the atlas prior and library versions; a mismatch with the
-running code is refused with :class:`~brats_core.errors.ArtifactError`.
+running code is refused with :class:`~brats_core.errors.CheckpointError`.
 """
 
 from __future__ import annotations
@@ -36,24 +36,22 @@ from sklearn.tree import DecisionTreeClassifier
 
 from brats_core.cases import Case
 from brats_core.config import LABELS, PreprocessConfig
-from brats_core.errors import ArtifactError, BratsError
+from brats_core.errors import BratsError, CheckpointError
 from brats_core.preprocessing import Geometry, Preprocessed, brain_mask, preprocess
+from brats_core.provenance import Provenance
 from Machine_Learning_Model.features import FEATURES_VERSION, FeatureConfig, atlas_prior, voxel_features
 from Naive_Model.naive_mean_model import check_template_shape
 
 PACKAGE_DIR = Path(__file__).resolve().parent
-ARTIFACT_DIR = PACKAGE_DIR / "artifacts"
-#: Version of the artifact layout; bump when the stored keys or their meaning change.
-ARTIFACT_FORMAT = 1
+#: Where ``brats train ml`` writes ``<model>.joblib`` by default.
+CHECKPOINT_DIR = PACKAGE_DIR / "checkpoints"
+#: Version of the checkpoint layout; bump when the stored keys or their meaning change.
+CHECKPOINT_FORMAT = 1
 MEMBERS: tuple[str, ...] = ("ridge", "tree", "knn")
 MODEL_NAMES: tuple[str, ...] = (*MEMBERS, "ensemble")
 #: Voxels classified per estimator call (bounds the memory of KNN distance computations).
 CHUNK = 100_000
 _TUMOUR_LABELS = np.asarray(LABELS[1:], dtype=np.uint8)
-
-
-def default_artifact(name: str) -> Path:
-    return ARTIFACT_DIR / f"{name}.joblib"
 
 
 def build_estimator(name: str, seed: int = 0, n_jobs: int | None = None) -> Any:
@@ -125,7 +123,7 @@ def drop_small_components(labels: np.ndarray, min_fraction: float) -> np.ndarray
 
 
 def versions() -> dict[str, Any]:
-    return {"format": ARTIFACT_FORMAT, "features": FEATURES_VERSION, "sklearn": sklearn.__version__,
+    return {"format": CHECKPOINT_FORMAT, "features": FEATURES_VERSION, "sklearn": sklearn.__version__,
             "numpy": np.__version__, "joblib": joblib.__version__}
 
 
@@ -150,6 +148,19 @@ class VoxelSegmenter:
         self.lead = lead
         self.min_component_fraction = float(min_component_fraction)
         self.info = dict(info or {})
+
+    @property
+    def provenance(self) -> Provenance:
+        """The checkpoint's training record; the time is shared features + own fits + tuning."""
+        info = self.info
+        parts = [info.get(key) for key in ("features_seconds", "fit_seconds", "tuning_seconds")]
+        scores = info.get("val_grid_dice", {}).get(self.name)
+        return Provenance(
+            train_cases=tuple(info.get("train_case_ids", ())), val_cases=tuple(info.get("val_case_ids", ())),
+            cv_scores=None if scores is None else {"val_dice": float(scores)},
+            train_seconds=None if any(p is None for p in parts) else float(sum(parts)),
+            hardware=info.get("hardware"), created=info.get("created"),
+        )
 
     @property
     def members(self) -> tuple[str, ...]:
@@ -220,40 +231,40 @@ class VoxelSegmenter:
 
     @classmethod
     def load(cls, path: Path | str, name: str | None = None) -> VoxelSegmenter:
-        """Read an artifact; :class:`ArtifactError` when missing, corrupt, of another model or another code version."""
+        """Read an checkpoint; :class:`CheckpointError` when missing, corrupt, of another model or another code version."""
         path = Path(path)
         if not path.is_file():
-            raise ArtifactError(
-                f"{path}: ML model artifact not found (train it with `python Machine_Learning_Model/train.py`)"
+            raise CheckpointError(
+                f"{path}: ML model checkpoint not found (train it with `python Machine_Learning_Model/train.py`)"
             )
         try:
             data = joblib.load(path)
         except Exception as exc:  # unpickling a corrupt or foreign file fails with arbitrary exception types
-            raise ArtifactError(f"{path}: not a readable ML model artifact ({type(exc).__name__}: {exc})") from None
+            raise CheckpointError(f"{path}: not a readable ML model checkpoint ({type(exc).__name__}: {exc})") from None
         return cls.from_dict(data, str(path), name)
 
     @classmethod
     def from_dict(cls, data: object, source: str, name: str | None = None) -> VoxelSegmenter:
-        """Validate the contents of an artifact against the running code (see :meth:`load`)."""
+        """Validate the contents of a checkpoint against the running code (see :meth:`load`)."""
         required = {"model", "estimators", "thresholds", "lead", "min_component_fraction", "atlas_levels",
                     "feature_names", "features", "preprocess", "versions", "info"}
         if not isinstance(data, dict) or not required <= set(data):
             keys = sorted(data) if isinstance(data, dict) else type(data).__name__
-            raise ArtifactError(f"{source}: not an ML model artifact (expected keys {sorted(required)}, got {keys})")
+            raise CheckpointError(f"{source}: not an ML model checkpoint (expected keys {sorted(required)}, got {keys})")
         if name is not None and data["model"] != name:
-            raise ArtifactError(f"{source}: holds model {data['model']!r}, not {name!r}")
+            raise CheckpointError(f"{source}: holds model {data['model']!r}, not {name!r}")
         retrain = f"retrain with `python Machine_Learning_Model/train.py --model {data['model']}`"
         saved, running = data["versions"], versions()
         if not isinstance(saved, dict):
-            raise ArtifactError(f"{source}: artifact lacks its version record; {retrain}")
+            raise CheckpointError(f"{source}: checkpoint lacks its version record; {retrain}")
         for key in ("format", "features"):
             if saved.get(key) != running[key]:
-                raise ArtifactError(
-                    f"{source}: artifact {key} version {saved.get(key)!r} does not match this code's "
+                raise CheckpointError(
+                    f"{source}: checkpoint {key} version {saved.get(key)!r} does not match this code's "
                     f"{running[key]!r}; {retrain}"
                 )
         if _minor(str(saved.get("sklearn"))) != _minor(running["sklearn"]):
-            raise ArtifactError(
+            raise CheckpointError(
                 f"{source}: saved with scikit-learn {saved.get('sklearn')}, running {running['sklearn']}; "
                 f"fitted estimators do not carry across scikit-learn versions, {retrain}"
             )
@@ -261,34 +272,34 @@ class VoxelSegmenter:
             feature_config = FeatureConfig.from_dict(data["features"])
             preprocess_config = PreprocessConfig.from_dict(data["preprocess"])
         except (KeyError, TypeError, ValueError) as exc:
-            raise ArtifactError(f"{source}: unreadable feature or preprocessing parameters ({exc}); {retrain}") from None
+            raise CheckpointError(f"{source}: unreadable feature or preprocessing parameters ({exc}); {retrain}") from None
         if preprocess_config.to_dict() != data["preprocess"]:
-            raise ArtifactError(
+            raise CheckpointError(
                 f"{source}: preprocessing parameters {data['preprocess']} do not match this code's "
                 f"PreprocessConfig fields {sorted(preprocess_config.to_dict())}; {retrain}"
             )
         if list(data["feature_names"]) != feature_config.feature_names():
-            raise ArtifactError(
-                f"{source}: the artifact's {len(data['feature_names'])} features differ from the "
+            raise CheckpointError(
+                f"{source}: the checkpoint's {len(data['feature_names'])} features differ from the "
                 f"{len(feature_config.feature_names())} this code computes; {retrain}"
             )
         members = MEMBERS if data["model"] == "ensemble" else (data["model"],)
         if not (isinstance(data["estimators"], dict) and isinstance(data["thresholds"], dict)
                 and set(members) <= set(data["estimators"]) and set(members) <= set(data["thresholds"])):
-            raise ArtifactError(f"{source}: model {data['model']!r} needs fitted estimators and thresholds for "
+            raise CheckpointError(f"{source}: model {data['model']!r} needs fitted estimators and thresholds for "
                                 f"{', '.join(members)}; {retrain}")
         return cls(data["model"], data["estimators"], data["thresholds"], data["atlas_levels"], preprocess_config,
                    feature_config, data["lead"], data["min_component_fraction"], data["info"])
 
 
-def load_segmenter(name: str, artifact: Path | None = None, device: str | None = None,
+def load_segmenter(name: str, checkpoint: Path, device: str | None = None,
                    n_jobs: int | None = -1) -> VoxelSegmenter:
-    """Registry entry (``brats_core.segmenters``): load ``name`` from ``artifact`` or the shipped one.
+    """Loader of the registry (:mod:`brats_app.registry`): load ``name`` from ``checkpoint``.
 
     ``device`` does not apply (CPU only); ``n_jobs`` sets the KNN query parallelism.
     """
     if name not in MODEL_NAMES:
         raise BratsError(f"Machine_Learning_Model provides {', '.join(MODEL_NAMES)}, not {name!r}")
-    segmenter = VoxelSegmenter.load(default_artifact(name) if artifact is None else artifact, name)
+    segmenter = VoxelSegmenter.load(checkpoint, name)
     segmenter.set_n_jobs(n_jobs)
     return segmenter

@@ -1,5 +1,5 @@
 """Train the per-voxel classifiers on a split's training cases, tune them on its validation cases, save
-the artifacts and score them on its test cases with the shared harness.
+the checkpoints and score them on its test cases with the shared harness.
 
 1. Atlas: the naive model's region counts over the training cases (``Naive_Model.naive_mean_model``).
 2. Samples: ``--samples-per-case`` brain voxels per training case, balanced over the labels 0/1/2/4; their
@@ -9,7 +9,7 @@ the artifacts and score them on its test cases with the shared harness.
 4. Validation cases: per classifier the tumour threshold with the best mean Dice (WT, TC, ET; on the
    preprocessed grid), then per model the smallest tumour component kept, as a fraction of the largest (0 = no
    post-processing), measured in the original grid.
-5. Save ``artifacts/<model>.joblib``; evaluate on the test cases into ``results/<model>/`` (the training
+5. Save ``checkpoints/<model>.joblib``; evaluate on the test cases into ``results/<model>/`` (the training
    record, e.g. ``fit_seconds``, goes into its ``summary.json``).
 
     python Machine_Learning_Model/train.py --model all        # or: brats train ml --model all
@@ -32,10 +32,11 @@ from brats_core.errors import BratsError
 from brats_core.labels import labels_to_regions
 from brats_core.metrics import dice
 from brats_core.preprocessing import bounding_box, brain_mask, preprocess
+from brats_core.provenance import this_machine, today
 from brats_core.split import split_case_files
 from Machine_Learning_Model.features import FeatureConfig, atlas_prior, image_features, prior_features
 from Machine_Learning_Model.models import (
-    ARTIFACT_DIR,
+    CHECKPOINT_DIR,
     MEMBERS,
     MODEL_NAMES,
     VoxelSegmenter,
@@ -49,7 +50,7 @@ from Naive_Model.naive_mean_model import AtlasCounts
 MIN_COMPONENT_FRACTIONS: tuple[float, ...] = (0.0, 0.01, 0.05, 0.2, 1.0)
 #: Candidate tumour thresholds: these quantiles of the validation margins, plus 0 (the plain argmax).
 THRESHOLD_QUANTILES = np.linspace(0.0, 0.5, 501)
-#: Preprocessing of the shipped artifacts: 96 pixels in-plane (about 2 mm) keeps KNN under 10 s a case.
+#: Preprocessing of the shipped checkpoints: 96 pixels in-plane (about 2 mm) keeps KNN under 10 s a case.
 DEFAULT_PREPROCESS = PreprocessConfig(size=96)
 
 
@@ -224,19 +225,19 @@ def train(models: list[str], train_files: list[CaseFiles], val_files: list[CaseF
             "tuning_seconds": tuning_s + time.perf_counter() - start,
             "val_grid_dice": {m: val_dice[m] for m in own},
             "val_dice_by_min_component_fraction": {str(k): v for k, v in post.items()},
+            "hardware": this_machine(),
+            "created": today(),
         }
         out[name] = segmenter
     return out
 
 
 def main(argv: list[str] | None = None) -> int:
-    from brats_core.evaluation import evaluate_segmenter
-
     parser = argparse.ArgumentParser(prog="brats train ml", description=__doc__.splitlines()[0])
     parser.add_argument("--model", choices=(*MODEL_NAMES, "all"), default="all")
     parser.add_argument("--data", type=Path, default=SHARED_DATA_DIR, help="folder (or .zip) of cases")
     parser.add_argument("--split", type=Path, default=DEFAULT_SPLIT, help="patient-level split JSON")
-    parser.add_argument("--artifacts", type=Path, default=ARTIFACT_DIR, help="folder for <model>.joblib")
+    parser.add_argument("--checkpoints", type=Path, default=CHECKPOINT_DIR, help="folder for <model>.joblib")
     parser.add_argument("--results", type=Path, default=RESULTS_DIR, help="evaluation root: <results>/<model>/")
     parser.add_argument("--size", type=int, default=DEFAULT_PREPROCESS.size, help="in-plane size of the grid")
     parser.add_argument("--samples-per-case", type=int, default=4000)
@@ -246,19 +247,25 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
 
     models = list(MODEL_NAMES) if args.model == "all" else [args.model]
-    subsets = split_case_files(args.data, args.split)
+    with split_case_files(args.data, args.split) as subsets:
+        return _train(args, models, subsets)
+
+
+def _train(args: argparse.Namespace, models: list[str], subsets: dict[str, list[CaseFiles]]) -> int:
+    from brats_core.evaluation import evaluate_segmenter
+
     start = time.perf_counter()
     segmenters = train(models, subsets["train"], subsets["val"], PreprocessConfig(size=args.size), FeatureConfig(),
                        args.samples_per_case, args.knn_max_samples, args.seed)
     print(f"trained {', '.join(models)} in {time.perf_counter() - start:.1f} s")
     test_files = [] if args.no_eval else subsets["test"]
     for name, segmenter in segmenters.items():
-        path = segmenter.save(args.artifacts / f"{name}.joblib")
+        path = segmenter.save(args.checkpoints / f"{name}.joblib")
         print(f"saved {path} ({path.stat().st_size / 1e6:.2f} MB)")
         if test_files:
             out_dir = args.results / name
             segmenter.set_n_jobs(-1)
-            record = {"model": name, "artifact": path.name, "artifact_bytes": path.stat().st_size,
+            record = {"model": name, "checkpoint": path.name, "checkpoint_bytes": path.stat().st_size,
                       "thresholds": segmenter.thresholds, "lead": segmenter.lead,
                       "min_component_fraction": segmenter.min_component_fraction, **segmenter.info}
             evaluate_segmenter(segmenter, test_files, out_dir, extra=record)

@@ -24,19 +24,20 @@ from pathlib import Path
 
 import numpy as np
 
-from brats_core.cases import Case, load_case
+from brats_core.cases import Case, CaseFiles, load_case
 from brats_core.config import DEFAULT_SPLIT, REGIONS, RESULTS_DIR, SHARED_DATA_DIR
-from brats_core.errors import ArtifactError, BratsError
+from brats_core.errors import BratsError, CheckpointError
 from brats_core.figures import save_png
 from brats_core.labels import labels_to_regions, regions_to_labels
 from brats_core.preprocessing import brain_mask
+from brats_core.provenance import Provenance, this_machine, today
 from brats_core.split import split_case_files
 
 PACKAGE_DIR = Path(__file__).resolve().parent
-DEFAULT_ARTIFACT = PACKAGE_DIR / "artifacts" / "naive.npz"
+DEFAULT_CHECKPOINT = PACKAGE_DIR / "checkpoints" / "naive.npz"
 DEFAULT_PNG = PACKAGE_DIR / "output" / "naive_mean_maps.png"
-#: Version of the artifact layout; bump when the stored arrays or their meaning change.
-ARTIFACT_FORMAT = 1
+#: Version of the checkpoint layout; bump when the stored arrays or their meaning change.
+CHECKPOINT_FORMAT = 1
 #: Shape of the BraTS template every real case is registered to.
 BRATS_SHAPE = (240, 240, 155)
 REGION_NAMES: tuple[str, ...] = tuple(REGIONS)
@@ -117,11 +118,12 @@ class NaiveMeanSegmenter:
     name = "naive"
 
     def __init__(self, levels: np.ndarray, thresholds: np.ndarray, case_ids: Sequence[str],
-                 train_dice: np.ndarray | None = None, fit_seconds: float | None = None) -> None:
+                 train_dice: np.ndarray | None = None, fit_seconds: float | None = None,
+                 hardware: str | None = None, created: str | None = None) -> None:
         levels = np.asarray(levels, dtype=np.uint8)
         thresholds = np.asarray(thresholds, dtype=np.uint8)
         if levels.ndim != 4 or levels.shape[0] != len(REGION_NAMES) or thresholds.shape != (len(REGION_NAMES),):
-            raise ArtifactError(
+            raise CheckpointError(
                 f"naive atlas must be (3, X, Y, Z) levels with 3 thresholds, got {levels.shape} and {thresholds.shape}"
             )
         self.levels = levels
@@ -129,6 +131,14 @@ class NaiveMeanSegmenter:
         self.case_ids = list(case_ids)
         self.train_dice = np.full(len(REGION_NAMES), np.nan) if train_dice is None else np.asarray(train_dice)
         self.fit_seconds = fit_seconds
+        self.hardware, self.created = hardware, created
+
+    @property
+    def provenance(self) -> Provenance:
+        """Training cases, leave-one-out training Dice per region, fit time (the checkpoint's record)."""
+        scores = {r: float(d) for r, d in zip(REGION_NAMES, self.train_dice, strict=True) if np.isfinite(d)}
+        return Provenance(train_cases=tuple(self.case_ids), cv_scores=scores or None,
+                          train_seconds=self.fit_seconds, hardware=self.hardware, created=self.created)
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -161,7 +171,7 @@ class NaiveMeanSegmenter:
         mean_dice = dice.mean(axis=0)
         thresholds = np.array([_best_level(mean_dice[r]) for r in range(len(REGION_NAMES))], dtype=np.uint8)
         train_dice = mean_dice[np.arange(len(REGION_NAMES)), thresholds.astype(int) - 1]
-        return cls(atlas.levels(), thresholds, ids, train_dice, time.perf_counter() - start)
+        return cls(atlas.levels(), thresholds, ids, train_dice, time.perf_counter() - start, this_machine(), today())
 
     def predict(self, case: Case) -> np.ndarray:
         """Labels 0/1/2/4 (uint8, ``case.shape``): atlas above each region's threshold, inside the brain."""
@@ -172,18 +182,20 @@ class NaiveMeanSegmenter:
 
     def metadata(self) -> dict:
         return {
-            "format": ARTIFACT_FORMAT,
+            "format": CHECKPOINT_FORMAT,
             "model": self.name,
             "regions": list(REGION_NAMES),
             "thresholds": [int(t) / LEVELS for t in self.thresholds],
             "train_loo_dice": {r: float(d) for r, d in zip(REGION_NAMES, self.train_dice, strict=True)},
             "case_ids": self.case_ids,
             "fit_seconds": self.fit_seconds,
+            "hardware": self.hardware,
+            "created": self.created,
             "numpy": np.__version__,
         }
 
     def save(self, path: Path | str) -> Path:
-        """Write the compressed artifact (uint8 atlas levels, thresholds, JSON metadata; no pickle)."""
+        """Write the compressed checkpoint (uint8 atlas levels, thresholds, JSON metadata; no pickle)."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("wb") as handle:
@@ -193,32 +205,32 @@ class NaiveMeanSegmenter:
 
     @classmethod
     def load(cls, path: Path | str) -> NaiveMeanSegmenter:
-        """Read an artifact written by :meth:`save`; :class:`ArtifactError` when missing, corrupt or foreign."""
+        """Read an checkpoint written by :meth:`save`; :class:`CheckpointError` when missing, corrupt or foreign."""
         path = Path(path)
         if not path.is_file():
-            raise ArtifactError(f"{path}: naive model artifact not found (train it with `brats train naive`)")
+            raise CheckpointError(f"{path}: naive model checkpoint not found (train it with `brats train naive`)")
         try:
             with np.load(path, allow_pickle=False) as data:
                 arrays = {key: data[key] for key in ("levels", "thresholds", "train_dice", "metadata")}
             metadata = json.loads(str(arrays["metadata"]))
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
-            raise ArtifactError(f"{path}: not a readable naive model artifact ({type(exc).__name__}: {exc})") from None
+            raise CheckpointError(f"{path}: not a readable naive model checkpoint ({type(exc).__name__}: {exc})") from None
         if not isinstance(metadata, dict) or metadata.get("model") != cls.name:
-            raise ArtifactError(f"{path}: not a naive model artifact (model={metadata.get('model')!r})")
-        if metadata.get("format") != ARTIFACT_FORMAT:
-            raise ArtifactError(
-                f"{path}: artifact format {metadata.get('format')!r} does not match this code's format "
-                f"{ARTIFACT_FORMAT}; retrain with `brats train naive`"
+            raise CheckpointError(f"{path}: not a naive model checkpoint (model={metadata.get('model')!r})")
+        if metadata.get("format") != CHECKPOINT_FORMAT:
+            raise CheckpointError(
+                f"{path}: checkpoint format {metadata.get('format')!r} does not match this code's format "
+                f"{CHECKPOINT_FORMAT}; retrain with `brats train naive`"
             )
         return cls(arrays["levels"], arrays["thresholds"], metadata["case_ids"], arrays["train_dice"],
-                   metadata.get("fit_seconds"))
+                   metadata.get("fit_seconds"), metadata.get("hardware"), metadata.get("created"))
 
 
-def load_segmenter(name: str = "naive", artifact: Path | None = None, device: str | None = None) -> NaiveMeanSegmenter:
-    """Registry entry (``brats_core.segmenters``); ``device`` does not apply (numpy on the CPU)."""
+def load_segmenter(name: str, checkpoint: Path, device: str | None = None) -> NaiveMeanSegmenter:
+    """Loader of the registry (:mod:`brats_app.registry`); ``device`` does not apply (numpy on the CPU)."""
     if name != NaiveMeanSegmenter.name:
         raise BratsError(f"Naive_Model provides the model 'naive', not {name!r}")
-    return NaiveMeanSegmenter.load(DEFAULT_ARTIFACT if artifact is None else artifact)
+    return NaiveMeanSegmenter.load(checkpoint)
 
 
 def save_mean_maps_png(segmenter: NaiveMeanSegmenter, path: Path | str) -> Path:
@@ -245,31 +257,35 @@ def save_mean_maps_png(segmenter: NaiveMeanSegmenter, path: Path | str) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from brats_core.evaluation import evaluate_segmenter
-
     parser = argparse.ArgumentParser(prog="brats train naive", description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=SHARED_DATA_DIR, help="folder (or .zip) of cases")
     parser.add_argument("--split", type=Path, default=DEFAULT_SPLIT, help="patient-level split JSON")
-    parser.add_argument("--artifact", type=Path, default=DEFAULT_ARTIFACT, help="where to save the atlas")
+    parser.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT, help="where to save the atlas")
     parser.add_argument("--results", type=Path, default=RESULTS_DIR / "naive", help="evaluation output folder")
     parser.add_argument("--png", type=Path, default=DEFAULT_PNG, help="PNG of the mean maps")
     parser.add_argument("--no-eval", action="store_true", help="skip the evaluation on the test cases")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
 
-    subsets = split_case_files(args.data, args.split)
+    with split_case_files(args.data, args.split) as subsets:
+        return _train(args, subsets)
+
+
+def _train(args: argparse.Namespace, subsets: dict[str, list[CaseFiles]]) -> int:
+    from brats_core.evaluation import evaluate_segmenter
+
     train_files = subsets["train"]
     segmenter = NaiveMeanSegmenter.fit(load_case(files) for files in train_files)
-    segmenter.save(args.artifact)
+    segmenter.save(args.checkpoint)
     save_mean_maps_png(segmenter, args.png)
     thresholds = ", ".join(f"{r} {t / LEVELS:.3f}" for r, t in zip(REGION_NAMES, segmenter.thresholds, strict=True))
     print(f"naive: atlas of {len(train_files)} training cases in {segmenter.fit_seconds:.1f} s; "
           f"thresholds {thresholds}")
-    print(f"saved {args.artifact} ({args.artifact.stat().st_size / 1e6:.2f} MB) and {args.png}")
+    print(f"saved {args.checkpoint} ({args.checkpoint.stat().st_size / 1e6:.2f} MB) and {args.png}")
     if not args.no_eval:
         test_files = subsets["test"]
         record = {"model": segmenter.name, "fit_seconds": segmenter.fit_seconds,
-                  "train_case_ids": segmenter.case_ids, "artifact": args.artifact.name,
-                  "artifact_bytes": args.artifact.stat().st_size}
+                  "train_case_ids": segmenter.case_ids, "checkpoint": args.checkpoint.name,
+                  "checkpoint_bytes": args.checkpoint.stat().st_size}
         evaluate_segmenter(segmenter, test_files, args.results, extra=record)
         print((args.results / "summary.md").read_text(), end="")
     return 0

@@ -27,8 +27,6 @@ def main(argv: list[str] | None = None) -> int:
     cores = pin_cores(args.cores)
     load_start = os.getloadavg()[0]
 
-    import json
-    import statistics
     import time
 
     import torch
@@ -36,30 +34,41 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(cores)
     from brats_core.cases import load_case
     from brats_core.config import DEFAULT_SPLIT, SHARED_DATA_DIR
-    from brats_core.segmenters import load_segmenter
     from brats_core.split import split_case_files
-    from brats_core.synth import make_synthetic_case
-    from Machine_Learning_Model.models import MODEL_NAMES as ML_MODELS
-    from Machine_Learning_Model.train import train
-    from Naive_Model.naive_mean_model import NaiveMeanSegmenter
 
     real = SHARED_DATA_DIR.is_dir() and DEFAULT_SPLIT.is_file()
-    subsets = split_case_files(SHARED_DATA_DIR, DEFAULT_SPLIT) if real else {}
-    load_s = []
-    if real:
-        cases = []
+    if not real:
+        return _run(args, cores, load_start, {}, [], [])
+    with split_case_files(SHARED_DATA_DIR, DEFAULT_SPLIT) as subsets:
+        cases, load_s = [], []
         for files in subsets["test"][: args.cases]:
             start = time.perf_counter()
             cases.append(load_case(files, with_seg=False))
             load_s.append(time.perf_counter() - start)
-    else:
+        return _run(args, cores, load_start, subsets, cases, load_s)
+
+
+def _run(args, cores: int, load_start: float, subsets: dict, cases: list, load_s: list[float]) -> int:
+    """Time predictions on ``cases`` (synthetic ones when empty) and, on the shared data, training."""
+    import json
+    import statistics
+    import time
+
+    from brats_app.registry import REGISTRY, load_segmenter
+    from brats_core.cases import load_case
+    from brats_core.synth import make_synthetic_case
+    from Machine_Learning_Model.train import train
+    from Naive_Model.naive_mean_model import NaiveMeanSegmenter
+
+    real = bool(subsets)
+    if not real:
         cases = [make_synthetic_case(f"synth_{i}", shape=(240, 240, 155), seed=i) for i in range(args.cases)]
 
     # Wall time depends on what else runs on the cores; CPU time (all threads of this process) does not:
     # on `cores` otherwise idle cores, wall time lies between cpu / cores and cpu.
     predict_s: dict[str, dict[str, float]] = {}
     for name in args.models:
-        options = {"n_jobs": cores} if name in ML_MODELS else {}  # KNN query threads; naive has no option
+        options = {"n_jobs": cores} if REGISTRY[name].family == "ml" else {}  # KNN query threads; naive has no option
         segmenter = load_segmenter(name, **options)
         times, cpu = [], []
         for case in cases:

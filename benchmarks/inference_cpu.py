@@ -61,11 +61,12 @@ def _run(args: argparse.Namespace, cores: int, work: Path) -> dict:
     import torch
     import torch.nn.functional as F
 
+    from brats_app.registry import default_checkpoint
     from brats_core.cases import find_cases, load_case
     from brats_core.config import DEFAULT_SPLIT, SHARED_DATA_DIR
-    from brats_core.evaluation import save_labels
     from brats_core.labels import classes_to_labels
     from brats_core.metrics import dice
+    from brats_core.nifti import save_labels
     from brats_core.preprocessing import preprocess
     from brats_core.split import load_split
     from brats_core.synth import make_synthetic_case, write_case
@@ -75,7 +76,6 @@ def _run(args: argparse.Namespace, cores: int, work: Path) -> dict:
         DEFAULT_BATCH_SIZE,
         Predictor,
         autocast,
-        default_checkpoint,
         predict_volume,
         restore_argmax,
         slice_probabilities,

@@ -17,8 +17,9 @@ from pathlib import Path
 
 import torch
 
-from brats_core.cases import find_cases, load_case
-from Deep_Learning_Model.predictor import Predictor, autocast, default_checkpoint
+from brats_app.registry import default_checkpoint
+from brats_core.cases import load_case, open_cases
+from Deep_Learning_Model.predictor import Predictor, autocast
 from sspp_unet_api.app.config import SAMPLE_ZIP
 
 
@@ -67,7 +68,8 @@ def main() -> None:
         return
     repeats = 2 if args.quick else args.repeats
     checkpoints = args.checkpoints or [default_checkpoint("sspp"), default_checkpoint("unet")]
-    case = load_case(find_cases(args.case)[0])
+    with open_cases(args.case) as found:
+        case = load_case(found[0])
     results = []
     for path in checkpoints:
         row = measure(path, case, repeats, args.batch_size)

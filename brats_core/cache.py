@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from brats_core.cases import CaseFiles, find_cases, load_case
+from brats_core.cases import CaseFiles, load_case, open_cases
 from brats_core.config import MODALITIES, PreprocessConfig, cache_dir
 from brats_core.errors import BratsError
 from brats_core.files import atomic_path
@@ -390,8 +390,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--workers must be at least 1")
     config = PreprocessConfig(size=args.size or None)
     start = time.perf_counter()
-    cases = find_cases(args.data_dir)
-    entries = build_cache(cases, config, cache_root=args.cache_dir, workers=args.workers)
+    with open_cases(args.data_dir) as cases:
+        entries = build_cache(cases, config, cache_root=args.cache_dir, workers=args.workers)
     elapsed = time.perf_counter() - start
     slices = sum(e.num_slices for e in entries)
     tumour = sum(len(e.tumour_slices) for e in entries)

@@ -2,8 +2,8 @@
 
 
 class BratsError(ValueError):
-    """Bad input (case files, archives, artifacts, splits): the message names the file and the problem."""
+    """Bad input (case files, archives, checkpoints, splits): the message names the file and the problem."""
 
 
-class ArtifactError(BratsError):
-    """A saved model artifact is missing, corrupt or does not match the running code."""
+class CheckpointError(BratsError):
+    """A saved model checkpoint is missing, corrupt or does not match the running code."""

@@ -7,31 +7,23 @@ HD95 (mm) with the BraTS conventions of :mod:`brats_core.metrics`. Reports: ``pe
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import statistics
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-import nibabel as nib
 import numpy as np
 from tqdm import tqdm
 
-from brats_core.cases import (
-    Case,
-    CaseFiles,
-    check_labels,
-    check_same_geometry,
-    find_cases,
-    load_case,
-    read_nifti,
-)
+from brats_core.cases import Case, CaseFiles, load_case, open_cases
 from brats_core.config import HD95_ONE_EMPTY, LABELS, REGIONS
 from brats_core.errors import BratsError
 from brats_core.metrics import legacy_slice_score, region_metrics
+from brats_core.nifti import check_labels, check_same_geometry, read_nifti, save_labels
 
 METRICS: tuple[str, ...] = ("dice", "hd95", "sensitivity", "specificity")
 #: Score columns of ``per_case.csv``, after ``case_id``; ``predict_seconds`` follows when predictions were timed.
@@ -71,18 +63,6 @@ def timed_predict(segmenter: Segmenter, case: Case) -> tuple[np.ndarray, float]:
     return labels, seconds
 
 
-def save_labels(labels: np.ndarray, affine: np.ndarray, path: Path | str) -> Path:
-    """Write a label map as a uint8 NIfTI with ``affine`` (qform and sform), creating the parent folder."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    image = nib.Nifti1Image(np.asarray(labels, dtype=np.uint8), np.asarray(affine, dtype=np.float64))
-    image.set_data_dtype(np.uint8)
-    image.set_qform(affine, code=1)
-    image.set_sform(affine, code=1)
-    nib.save(image, path)
-    return path
-
-
 def evaluate_case(
     pred_labels: np.ndarray,
     case_or_ref: Case | np.ndarray,
@@ -111,6 +91,33 @@ def evaluate_case(
     return row
 
 
+@dataclass
+class Segmentation:
+    """What :func:`segment_case` did with one case."""
+
+    case: Case
+    labels: np.ndarray
+    #: Wall time of ``predict`` alone.
+    seconds: float
+    path: Path | None
+    #: The :func:`evaluate_case` row when the case has a segmentation (and scoring was asked for), else None.
+    scores: dict | None
+
+
+def segment_case(segmenter: Segmenter, source: CaseFiles | Case, out_path: Path | str | None = None,
+                 score: bool = True) -> Segmentation:
+    """The one path from a case to its label map: load, predict, check, save to ``out_path``, score.
+
+    ``score=False`` does not read the case's segmentation; with ``score=True`` a case with a segmentation is
+    scored (3D, WT/TC/ET) and one without is only predicted.
+    """
+    case = source if isinstance(source, Case) else load_case(source, with_seg=score)
+    labels, seconds = timed_predict(segmenter, case)
+    path = save_labels(labels, case.affine, out_path) if out_path is not None else None
+    scores = evaluate_case(labels, case) if score and case.seg is not None else None
+    return Segmentation(case, labels, seconds, path, scores)
+
+
 def evaluate_segmenter(
     segmenter: Segmenter,
     cases: list[CaseFiles],
@@ -128,11 +135,9 @@ def evaluate_segmenter(
     for files in tqdm(cases, desc=f"evaluate {segmenter.name}", unit="case", disable=not progress):
         if files.seg is None:
             raise BratsError(f"case '{files.case_id}' has no segmentation file; it cannot be evaluated")
-        case = load_case(files)
-        labels, seconds = timed_predict(segmenter, case)
-        if predictions_dir is not None:
-            save_labels(labels, case.affine, Path(predictions_dir) / f"{case.case_id}.nii.gz")
-        rows.append({**evaluate_case(labels, case), "predict_seconds": seconds})
+        out = Path(predictions_dir) / f"{files.case_id}.nii.gz" if predictions_dir is not None else None
+        done = segment_case(segmenter, files, out)
+        rows.append({**done.scores, "predict_seconds": done.seconds})
     return write_reports(rows, out_dir, title=f"{segmenter.name}: {len(rows)} cases", extra=extra)
 
 
@@ -146,23 +151,24 @@ def evaluate_folders(pred_dir: Path | str, ref_dir: Path | str, out_dir: Path | 
     if not pred_dir.is_dir():
         raise BratsError(f"{pred_dir}: prediction folder not found")
     rows = []
-    for files in tqdm(find_cases(ref_dir), desc="evaluate", unit="case", disable=not progress):
-        path = pred_dir / f"{files.case_id}.nii.gz"
-        if not path.is_file():
-            raise BratsError(f"{path}: missing prediction for case '{files.case_id}'")
-        if files.seg is None:
-            raise BratsError(f"case '{files.case_id}' in {ref_dir} has no segmentation; it cannot be evaluated")
-        ref, ref_affine, spacing = read_nifti(Path(files.seg))
-        pred, pred_affine, _ = read_nifti(path)
-        check_same_geometry(
-            str(path), pred.shape, pred_affine, f"the reference {files.seg}", ref.shape, ref_affine
-        )
-        rows.append(
-            evaluate_case(
-                check_labels(pred, str(path)), check_labels(ref, str(files.seg)), spacing, files.case_id
-            )
-        )
+    with open_cases(ref_dir) as references:
+        for files in tqdm(references, desc="evaluate", unit="case", disable=not progress):
+            rows.append(_score_file(pred_dir, files, ref_dir))
     return write_reports(rows, out_dir, title=f"{pred_dir}: {len(rows)} cases")
+
+
+def _score_file(pred_dir: Path, files: CaseFiles, ref_dir: Path | str) -> dict:
+    """The report row of ``<pred_dir>/<case_id>.nii.gz`` scored against the seg of ``files``."""
+    path = pred_dir / f"{files.case_id}.nii.gz"
+    if not path.is_file():
+        raise BratsError(f"{path}: missing prediction for case '{files.case_id}'")
+    if files.seg is None:
+        raise BratsError(f"case '{files.case_id}' in {ref_dir} has no segmentation; it cannot be evaluated")
+    ref_name = files.display(files.seg)
+    ref, ref_affine, spacing = read_nifti(Path(files.seg), ref_name)
+    pred, pred_affine, _ = read_nifti(path)
+    check_same_geometry(str(path), pred.shape, pred_affine, f"the reference {ref_name}", ref.shape, ref_affine)
+    return evaluate_case(check_labels(pred, str(path)), check_labels(ref, ref_name), spacing, files.case_id)
 
 
 def _stats(values: list[float]) -> dict[str, float]:
@@ -234,15 +240,3 @@ def _markdown(summary: dict) -> str:
         lines.append(f"\nPrediction time: {summary['predict_seconds_mean']:.2f} s per case (mean).")
     return "\n".join(lines) + "\n"
 
-
-def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
-        prog="brats evaluate", description="Score predicted label maps <case_id>.nii.gz against references."
-    )
-    parser.add_argument("--pred", required=True, type=Path, help="folder of <case_id>.nii.gz predictions")
-    parser.add_argument("--ref", required=True, type=Path, help="cases with segmentations (folder or .zip)")
-    parser.add_argument("--out", required=True, type=Path, help="folder for per_case.csv and summary.*")
-    args = parser.parse_args(argv)
-    evaluate_folders(args.pred, args.ref, args.out)
-    print((args.out / "summary.md").read_text(), end="")
-    return 0

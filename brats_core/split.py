@@ -12,6 +12,8 @@ import json
 import re
 import sys
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -176,20 +178,23 @@ def load_split(path: Path | str, available_case_ids: list[str] | None = None) ->
     return split
 
 
-def split_case_files(data: Path | str, split_path: Path | str) -> dict[str, list[CaseFiles]]:
-    """The cases of ``data`` (found once) in each subset of the split at ``split_path``, in split order.
+@contextmanager
+def split_case_files(data: Path | str, split_path: Path | str) -> Iterator[dict[str, list[CaseFiles]]]:
+    """The cases of ``data`` (found once; a zip stays extracted inside the ``with`` block) in each subset of the
+    split at ``split_path``, in split order.
 
     Raises :class:`BratsError` when the split is invalid or lists a case that ``data`` does not hold.
     """
-    from brats_core.cases import find_cases
+    from brats_core.cases import open_cases
 
-    files = {case.case_id: case for case in find_cases(data)}
-    split = load_split(split_path, available_case_ids=list(files))
-    return {key: [files[case_id] for case_id in split[key]] for key in SUBSETS}
+    with open_cases(data) as found:
+        files = {case.case_id: case for case in found}
+        split = load_split(split_path, available_case_ids=list(files))
+        yield {key: [files[case_id] for case_id in split[key]] for key in SUBSETS}
 
 
 def main(argv: list[str]) -> int:
-    from brats_core.cases import find_cases
+    from brats_core.cases import open_cases
 
     parser = argparse.ArgumentParser(prog="brats split", description=__doc__.splitlines()[0])
     parser.add_argument("data_dir", type=Path, help="folder (or .zip) of cases; case ids are the patients")
@@ -199,7 +204,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--test", type=int, default=5, help="number of test cases")
     parser.add_argument("--folds", type=int, default=5, help="number of cross-validation folds")
     args = parser.parse_args(argv)
-    case_ids = [case.case_id for case in find_cases(args.data_dir)]
+    with open_cases(args.data_dir) as found:
+        case_ids = [case.case_id for case in found]
     split = make_split(case_ids, seed=args.seed, n_val=args.val, n_test=args.test, folds=args.folds)
     if args.out is None:
         print(json.dumps(split, indent=2))

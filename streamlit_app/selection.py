@@ -17,9 +17,11 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from brats_core.cases import Case, CaseFiles, find_cases, load_case, safe_extract_zip, safe_name
+from brats_core.archive import safe_extract_zip
+from brats_core.cases import Case, CaseFiles, find_cases, load_case
 from brats_core.errors import BratsError
 from brats_core.evaluation import check_prediction
+from brats_core.names import safe_name
 
 #: One chosen file: (name as the user's browser gave it, content).
 NamedBytes = tuple[str, bytes]

@@ -15,10 +15,11 @@ from pathlib import Path
 
 import httpx
 
+from brats_app.registry import default_checkpoint
 from brats_core.config import REPO_ROOT
-from sspp_unet_api.app.config import CHECKPOINT_DIR, SAMPLE_ZIP, Settings
+from sspp_unet_api.app.config import SAMPLE_ZIP, Settings
 
-SHIPPED_CHECKPOINT = CHECKPOINT_DIR / "sspp.pt"
+SHIPPED_CHECKPOINT = default_checkpoint("sspp")
 __all__ = ["SAMPLE_ZIP", "SHIPPED_CHECKPOINT", "Server", "api_settings", "children", "multipart", "serve", "stop",
            "wait_until"]
 

@@ -21,9 +21,10 @@ from fastapi.testclient import TestClient
 from PIL import Image
 from support import Oracle, case_paths, case_zip
 
+from brats_app.registry import default_checkpoint
 from brats_core.cases import Case, CaseFiles, find_cases
 from brats_core.config import REGIONS, REPO_ROOT
-from brats_core.errors import ArtifactError, BratsError
+from brats_core.errors import BratsError, CheckpointError
 from brats_core.synth import make_synthetic_case, write_case
 from Deep_Learning_Model.export import write_random_export
 from Deep_Learning_Model.model import ModelConfig
@@ -324,7 +325,7 @@ def test_health_answers_while_predicting_and_a_full_queue_gets_503(
 # ---------------------------------------------------------------------------------------- start-up, settings
 def test_missing_checkpoint_stops_the_start_with_a_clear_message(tmp_path: Path) -> None:
     missing = tmp_path / "no" / "sspp.pt"
-    with pytest.raises(ArtifactError, match="checkpoint of model 'sspp' not found"), \
+    with pytest.raises(CheckpointError, match="checkpoint of model 'sspp' not found"), \
             TestClient(create_app(api_settings(tmp_path / "data", missing))):
         pass
     env = {**os.environ, "BRATS_CHECKPOINT": str(missing), "BRATS_DEVICE": "cpu", "BRATS_PORT": "1",
@@ -345,7 +346,7 @@ def test_settings_from_environment(tmp_path: Path) -> None:
     assert settings.port == 9001 and settings.host == "0.0.0.0"
     assert settings.allowed_models == ("sspp", "unet", "naive")
     assert settings.checkpoint("sspp") == Path("/x/sspp.pt") and settings.checkpoint("unet") == Path("/x/unet.pt")
-    assert settings.checkpoint("naive") is None
+    assert settings.checkpoint("naive") == default_checkpoint("naive")  # the registry's shipped one
     assert settings.cors_origins == ("https://a.org", "https://b.org")
     assert settings.max_request_bytes == 1000 and settings.ttl_seconds == 2.5 and settings.api_key == "k"
     for env, message in (({"BRATS_PORT": "http"}, "not a number"), ({"BRATS_DEVICE": "tpu"}, "auto, cpu or cuda"),

@@ -14,8 +14,9 @@ from api_support import api_settings, multipart
 from fastapi.testclient import TestClient
 from support import Oracle, case_paths, case_zip, zip_bytes
 
-from brats_core.cases import Case, CaseFiles, find_cases, safe_name
+from brats_core.cases import Case, CaseFiles, find_cases
 from brats_core.config import REPO_ROOT
+from brats_core.names import safe_name
 from brats_core.synth import make_synthetic_case, write_case
 from sspp_unet_api.app.main import create_app
 from sspp_unet_api.app.middleware import BodySizeLimit

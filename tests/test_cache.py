@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 import brats_core.cache as cache_module
+from brats_app.cli import main as brats_main
 from brats_core.cache import FORMAT_VERSION, build_cache, cache_key, cache_path, open_cache
 from brats_core.cases import CaseFiles, find_cases, load_case
-from brats_core.cli import main as brats_main
 from brats_core.config import LABELS, PreprocessConfig
 from brats_core.errors import BratsError
 from brats_core.preprocessing import preprocess

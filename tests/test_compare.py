@@ -1,19 +1,23 @@
-"""``brats compare`` on synthetic cases with tiny models: outputs, failures in rows, shipped artifacts, folds."""
+"""``brats compare`` on synthetic cases with tiny models: outputs, failures in rows, shipped checkpoints, folds."""
 
 from __future__ import annotations
 
 import csv
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-import brats_core.compare as compare_module
+import brats_app.compare.runner as compare_module
+from brats_app.cli import main as brats
+from brats_app.compare.cli import main
+from brats_app.compare.folds import fold_splits
+from brats_app.compare.report import LEGACY_LABEL, SEED_NUMBERS
+from brats_app.registry import REGISTRY
 from brats_core.cases import find_cases
-from brats_core.cli import main as brats
-from brats_core.compare import DISPLAY, LEGACY_LABEL, MODELS, SEED_NUMBERS, fold_splits, main
 from brats_core.errors import BratsError
 from brats_core.figures import (
     LABEL_COLOURS,
@@ -72,7 +76,7 @@ def test_all_models_write_every_file_and_row(all_models) -> None:
         assert (out / name).is_file()
     assert _is_png(out / "compare_dice.png") and _is_png(out / "compare_case.png")
     rows = _csv(out)
-    assert [row["model"] for row in rows] == list(MODELS)
+    assert [row["model"] for row in rows] == list(REGISTRY)
     split = load_split(out / "compare" / "split.json")  # no shared split for synthetic ids: a fresh one
     for row in rows:
         assert row["fold"] == "test" and row["status"] == "ok" and row["error"] == ""
@@ -90,7 +94,7 @@ def test_all_models_write_every_file_and_row(all_models) -> None:
         assert [r["case_id"] for r in per_case] == split["test"]
     # each test case was loaded once for all seven models
     assert all(loads[case_id] == 1 for case_id in split["test"])
-    # the trained artifacts are kept beside the reports
+    # the trained checkpoints are kept beside the reports
     assert (out / "compare" / "naive" / "naive.npz").is_file()
     assert (out / "compare" / "knn" / "knn.joblib").is_file()
     assert (out / "compare" / "sspp" / "run" / "export.pt").is_file()
@@ -98,8 +102,8 @@ def test_all_models_write_every_file_and_row(all_models) -> None:
     markdown = (out / "compare.md").read_text()
     assert LEGACY_LABEL in markdown and "Command: `brats compare --data" in markdown
     assert "Machine:" in markdown and "split.json" in markdown and "CPUs" in markdown
-    for name in MODELS:
-        assert f"| {DISPLAY[name]} | " in markdown
+    for spec in REGISTRY.values():
+        assert f"| {spec.display} | " in markdown
     for number in SEED_NUMBERS.values():
         assert f"| {number:.2f} |" in markdown
     assert "three different datasets" in markdown and "![compare_case.png](compare_case.png)" in markdown
@@ -137,19 +141,16 @@ def test_failing_models_are_reported_in_their_rows(synthetic_root: Path, tmp_pat
     assert _is_png(tmp_path / "compare_dice.png") and _is_png(tmp_path / "compare_case.png")
 
 
-def test_use_shipped_loads_artifacts_and_reports_recorded_time(all_models, synthetic_root: Path, tmp_path: Path,
+def test_use_shipped_loads_checkpoints_and_reports_recorded_time(all_models, synthetic_root: Path, tmp_path: Path,
                                                                monkeypatch) -> None:
-    import Deep_Learning_Model.predictor as predictor
-    import Machine_Learning_Model.models as ml_models
-    import Naive_Model.naive_mean_model as naive_model
-
     trained, _, _ = all_models
     shipped = tmp_path / "shipped"
     shipped.mkdir()
     shutil.copy(trained / "compare" / "ridge" / "ridge.joblib", shipped / "ridge.joblib")
-    monkeypatch.setattr(naive_model, "DEFAULT_ARTIFACT", trained / "compare" / "naive" / "naive.npz")
-    monkeypatch.setattr(ml_models, "ARTIFACT_DIR", shipped)
-    monkeypatch.setattr(predictor, "CHECKPOINT_DIR", tmp_path / "no_checkpoints")
+    shipped_as = {"naive": trained / "compare" / "naive" / "naive.npz", "ridge": shipped / "ridge.joblib",
+                  "unet": tmp_path / "no_checkpoints" / "unet.pt"}
+    for name, path in shipped_as.items():
+        monkeypatch.setitem(REGISTRY, name, replace(REGISTRY[name], default_checkpoint=path))
     split = trained / "compare" / "split.json"
     out = tmp_path / "out"
     assert main(_args(synthetic_root, out, "--use-shipped", "--split", str(split),
@@ -160,10 +161,10 @@ def test_use_shipped_loads_artifacts_and_reports_recorded_time(all_models, synth
     assert rows["naive"]["train_time"] == "n/a" or rows["naive"]["train_time"].startswith("shipped: ")
     before = json.loads((trained / "compare" / "ridge" / "summary.json").read_text())
     assert float(rows["ridge"]["WT_dice_mean"]) == pytest.approx(before["WT"]["dice"]["mean"], abs=1e-6)
-    assert rows["unet"]["status"] == "failed" and "no shipped unet export" in rows["unet"]["error"]
-    assert "shipped artifacts (--use-shipped)" in (out / "compare.md").read_text()
+    assert rows["unet"]["status"] == "failed" and "no shipped unet checkpoint" in rows["unet"]["error"]
+    assert "shipped checkpoints (--use-shipped)" in (out / "compare.md").read_text()
 
-    # a split whose test case was a training case of the artifacts: refused, not scored
+    # a split whose test case was a training case of the checkpoints: refused, not scored
     original = load_split(split)
     leaky = {**original, "train": original["test"], "test": original["train"]}
     leaky_path = save_split(leaky, tmp_path / "leaky.json")
@@ -232,7 +233,7 @@ def test_fold_splits_keep_the_timepoints_of_a_patient_together(tmp_path: Path) -
     [
         (["--models", "naive,resnet"], "unknown ['resnet']"),
         (["--models", ","], "--models is empty"),
-        (["--folds", "3", "--use-shipped"], "cannot use the shipped artifacts"),
+        (["--folds", "3", "--use-shipped"], "cannot use the shipped checkpoints"),
         (["--folds", "1"], "--folds must be at least 2"),
         (["--preset", "fastest"], "invalid choice: 'fastest'"),
     ],

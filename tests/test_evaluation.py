@@ -18,9 +18,9 @@ from brats_core.evaluation import (
     evaluate_case,
     evaluate_folders,
     evaluate_segmenter,
-    save_labels,
     write_reports,
 )
+from brats_core.nifti import save_labels
 from brats_core.synth import make_synthetic_case
 
 SHAPE = (48, 48, 32)

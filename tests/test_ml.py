@@ -1,4 +1,4 @@
-"""Per-voxel classifiers: features, sampling, tuning, learning, artifacts, CLIs and bad inputs (synthetic cases)."""
+"""Per-voxel classifiers: features, sampling, tuning, learning, checkpoints, CLIs and bad inputs (synthetic cases)."""
 
 from __future__ import annotations
 
@@ -11,13 +11,13 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from brats_app.cli import main as brats
+from brats_app.registry import load_segmenter
 from brats_core.cases import find_cases, load_case
-from brats_core.cli import main as brats
 from brats_core.config import PreprocessConfig
-from brats_core.errors import ArtifactError, BratsError
+from brats_core.errors import BratsError, CheckpointError
 from brats_core.metrics import dice
 from brats_core.preprocessing import brain_mask, preprocess
-from brats_core.segmenters import load_segmenter
 from brats_core.split import make_split, save_split
 from brats_core.synth import make_synthetic_case
 from Machine_Learning_Model.features import FeatureConfig, volume_to_grid, voxel_features
@@ -127,14 +127,14 @@ def test_every_model_learns_synthetic_tumour(models: dict, files: list) -> None:
 def test_unsupported_options_are_refused_not_ignored(models: dict, tmp_path: Path) -> None:
     path = models["knn"].save(tmp_path / "knn.joblib")
     with pytest.raises(BratsError, match="does not support option"):
-        load_segmenter("knn", artifact=path, tta=True)
+        load_segmenter("knn", checkpoint=path, tta=True)
 
 
-def test_artifact_round_trip(models: dict, files: list, tmp_path: Path) -> None:
+def test_checkpoint_round_trip(models: dict, files: list, tmp_path: Path) -> None:
     case = load_case(files[3])
     for name in ("knn", "ensemble"):
         path = models[name].save(tmp_path / f"{name}.joblib")
-        loaded = load_segmenter(name, artifact=path, device="cpu")
+        loaded = load_segmenter(name, checkpoint=path, device="cpu")
         assert loaded.name == name and loaded.thresholds == models[name].thresholds
         np.testing.assert_array_equal(loaded.predict(case), models[name].predict(case))
 
@@ -151,30 +151,30 @@ def _tampered(models: dict, tmp_path: Path, **changes: object) -> Path:
     return path
 
 
-def test_mismatched_or_corrupt_artifacts_are_refused(models: dict, tmp_path: Path) -> None:
-    with pytest.raises(ArtifactError, match="not found"):
+def test_mismatched_or_corrupt_checkpoints_are_refused(models: dict, tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match="not found"):
         VoxelSegmenter.load(tmp_path / "nothing.joblib")
     corrupt = tmp_path / "corrupt.joblib"
     corrupt.write_bytes(b"\x80\x04 this is not a pickle")
-    with pytest.raises(ArtifactError, match="not a readable ML model artifact"):
+    with pytest.raises(CheckpointError, match="not a readable ML model checkpoint"):
         VoxelSegmenter.load(corrupt)
-    with pytest.raises(ArtifactError, match="scikit-learn 0.1.0"):
+    with pytest.raises(CheckpointError, match="scikit-learn 0.1.0"):
         VoxelSegmenter.load(_tampered(models, tmp_path, sklearn="0.1.0"))
-    with pytest.raises(ArtifactError, match="format version 99"):
+    with pytest.raises(CheckpointError, match="format version 99"):
         VoxelSegmenter.load(_tampered(models, tmp_path, format=99))
-    with pytest.raises(ArtifactError, match="features differ"):
+    with pytest.raises(CheckpointError, match="features differ"):
         VoxelSegmenter.load(_tampered(models, tmp_path, feature_names=["t1", "t2"]))
-    with pytest.raises(ArtifactError, match="do not match this code's PreprocessConfig"):
+    with pytest.raises(CheckpointError, match="do not match this code's PreprocessConfig"):
         VoxelSegmenter.load(_tampered(models, tmp_path, preprocess={"size": 32, "clip_percentiles": [1, 99],
                                                                    "bias_field": True}))
-    with pytest.raises(ArtifactError, match="needs fitted estimators and thresholds for tree"):
+    with pytest.raises(CheckpointError, match="needs fitted estimators and thresholds for tree"):
         VoxelSegmenter.load(_tampered(models, tmp_path, estimators={}))
     other = tmp_path / "other.joblib"
     joblib.dump({"weights": [1, 2, 3]}, other)
-    with pytest.raises(ArtifactError, match="not an ML model artifact"):
+    with pytest.raises(CheckpointError, match="not an ML model checkpoint"):
         VoxelSegmenter.load(other)
-    with pytest.raises(ArtifactError, match="holds model 'tree', not 'knn'"):
-        load_segmenter("knn", artifact=models["tree"].save(tmp_path / "tree.joblib"))
+    with pytest.raises(CheckpointError, match="holds model 'tree', not 'knn'"):
+        load_segmenter("knn", checkpoint=models["tree"].save(tmp_path / "tree.joblib"))
 
 
 def test_bad_cases_raise_clear_errors(models: dict) -> None:
@@ -191,13 +191,13 @@ def test_bad_cases_raise_clear_errors(models: dict) -> None:
 
 def test_train_cli_and_predict_cli(synthetic_root: Path, files: list, tmp_path: Path) -> None:
     split = save_split(make_split([f.case_id for f in files], n_val=1, n_test=1, folds=2), tmp_path / "split.json")
-    artifacts, results = tmp_path / "artifacts", tmp_path / "results"
+    checkpoints, results = tmp_path / "checkpoints", tmp_path / "results"
     assert brats(["train", "ml", "--model", "tree", "--data", str(synthetic_root), "--split", str(split),
-                  "--artifacts", str(artifacts), "--results", str(results), "--size", str(SIZE),
+                  "--checkpoints", str(checkpoints), "--results", str(results), "--size", str(SIZE),
                   "--samples-per-case", "200"]) == 0
     summary = json.loads((results / "tree" / "summary.json").read_text())
     assert summary["n_cases"] == 1 and summary["samples_per_case"] == 200
-    assert summary["artifact"] == "tree.joblib"
+    assert summary["checkpoint"] == "tree.joblib"
     assert summary["fit_seconds"] > 0 and not (results / "tree" / "fit.json").exists()
 
     source = synthetic_root / files[3].case_id
@@ -205,7 +205,7 @@ def test_train_cli_and_predict_cli(synthetic_root: Path, files: list, tmp_path: 
     shutil.copytree(source, bare)
     next(bare.glob("*_seg.nii.gz")).unlink()
     out = tmp_path / "pred"
-    assert brats(["predict", "--model", "tree", "--checkpoint", str(artifacts / "tree.joblib"), "--out", str(out),
+    assert brats(["predict", "--model", "tree", "--checkpoint", str(checkpoints / "tree.joblib"), "--out", str(out),
                   str(tmp_path / "inputs")]) == 0
     written = nib.load(out / f"{files[3].case_id}.nii.gz")
     reference = load_case(source)

@@ -11,7 +11,7 @@ import torch
 from timm.models.swin_transformer import SwinTransformerBlock
 
 from brats_core.config import PreprocessConfig
-from brats_core.errors import ArtifactError, BratsError
+from brats_core.errors import BratsError, CheckpointError
 from Deep_Learning_Model.export import load_export, save_export
 from Deep_Learning_Model.model import ModelConfig, build_model, count_parameters
 from Deep_Learning_Model.model.sspp import CrossContextualAttention, SwinBranch, SwinSPP
@@ -227,7 +227,7 @@ def test_export_errors_name_the_file(export, tmp_path: Path) -> None:
     cases.append((tmp_path / "zip.pt", "not a readable model export"))
 
     for bad, message in cases:
-        with pytest.raises(ArtifactError, match=message) as info:
+        with pytest.raises(CheckpointError, match=message) as info:
             load_export(bad)
         assert str(bad) in str(info.value)
     assert config.context == 1

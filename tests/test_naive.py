@@ -1,4 +1,4 @@
-"""Naive mean model: atlas, leave-one-out thresholds, artifact round trip, CLI and bad inputs (synthetic cases)."""
+"""Naive mean model: atlas, leave-one-out thresholds, checkpoint round trip, CLI and bad inputs (synthetic cases)."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from brats_app.cli import main as brats
+from brats_app.registry import load_segmenter
 from brats_core.cases import find_cases, load_case
-from brats_core.cli import main as brats
-from brats_core.errors import ArtifactError, BratsError
+from brats_core.errors import BratsError, CheckpointError
 from brats_core.metrics import dice
-from brats_core.segmenters import load_segmenter
 from brats_core.split import make_split, save_split
 from brats_core.synth import make_synthetic_case
 from Naive_Model.naive_mean_model import LEVELS, NaiveMeanSegmenter, _dice_per_level
@@ -65,11 +65,11 @@ def test_dice_per_level_matches_direct_thresholding() -> None:
     assert _dice_per_level(np.zeros_like(levels), empty, brain)[0] == 1.0  # nothing predicted, nothing there
 
 
-def test_artifact_round_trip(fitted: NaiveMeanSegmenter, cases: list, tmp_path: Path) -> None:
+def test_checkpoint_round_trip(fitted: NaiveMeanSegmenter, cases: list, tmp_path: Path) -> None:
     path = fitted.save(tmp_path / "naive.npz")
-    loaded = load_segmenter("naive", artifact=path, device="cpu")  # through the registry
+    loaded = load_segmenter("naive", checkpoint=path, device="cpu")  # through the registry
     with pytest.raises(BratsError, match="does not support option"):
-        load_segmenter("naive", artifact=path, tta=True)
+        load_segmenter("naive", checkpoint=path, tta=True)
     np.testing.assert_array_equal(loaded.levels, fitted.levels)
     np.testing.assert_array_equal(loaded.thresholds, fitted.thresholds)
     assert loaded.case_ids == fitted.case_ids
@@ -77,24 +77,24 @@ def test_artifact_round_trip(fitted: NaiveMeanSegmenter, cases: list, tmp_path: 
     np.testing.assert_array_equal(loaded.predict(cases[9]), fitted.predict(cases[9]))
 
 
-def test_bad_artifacts_raise_clear_errors(fitted: NaiveMeanSegmenter, tmp_path: Path) -> None:
-    with pytest.raises(ArtifactError, match="not found"):
+def test_bad_checkpoints_raise_clear_errors(fitted: NaiveMeanSegmenter, tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match="not found"):
         NaiveMeanSegmenter.load(tmp_path / "missing.npz")
     corrupt = tmp_path / "corrupt.npz"
     corrupt.write_bytes(b"PK\x03\x04 definitely not a zip")
-    with pytest.raises(ArtifactError, match="not a readable naive model artifact"):
+    with pytest.raises(CheckpointError, match="not a readable naive model checkpoint"):
         NaiveMeanSegmenter.load(corrupt)
     foreign = tmp_path / "foreign.npz"
     np.savez_compressed(foreign, weights=np.zeros(3))
-    with pytest.raises(ArtifactError, match="not a readable"):
+    with pytest.raises(CheckpointError, match="not a readable"):
         NaiveMeanSegmenter.load(foreign)
     old = tmp_path / "old.npz"
     np.savez_compressed(old, levels=fitted.levels, thresholds=fitted.thresholds, train_dice=fitted.train_dice,
                         metadata=np.array(json.dumps({**fitted.metadata(), "format": 0})))
-    with pytest.raises(ArtifactError, match="format 0 does not match"):
+    with pytest.raises(CheckpointError, match="format 0 does not match"):
         NaiveMeanSegmenter.load(old)
     with pytest.raises(BratsError, match="not 'unet'"):
-        naive_loader("unet", artifact=fitted.save(tmp_path / "n.npz"))
+        naive_loader("unet", checkpoint=fitted.save(tmp_path / "n.npz"))
 
 
 def test_bad_cases_raise_clear_errors(fitted: NaiveMeanSegmenter, cases: list) -> None:
@@ -114,16 +114,16 @@ def test_bad_cases_raise_clear_errors(fitted: NaiveMeanSegmenter, cases: list) -
 def test_train_cli_and_predict_cli(synthetic_root: Path, tmp_path: Path) -> None:
     ids = [files.case_id for files in find_cases(synthetic_root)]
     split = save_split(make_split(ids, n_val=1, n_test=1, folds=2), tmp_path / "split.json")
-    artifact, png, results = tmp_path / "naive.npz", tmp_path / "maps.png", tmp_path / "results"
-    args = ["--data", str(synthetic_root), "--split", str(split), "--artifact", str(artifact), "--png", str(png),
+    checkpoint, png, results = tmp_path / "naive.npz", tmp_path / "maps.png", tmp_path / "results"
+    args = ["--data", str(synthetic_root), "--split", str(split), "--checkpoint", str(checkpoint), "--png", str(png),
             "--results", str(results)]
     assert brats(["train", "naive", *args]) == 0
-    assert png.stat().st_size > 1000 and artifact.stat().st_size < 20e6
+    assert png.stat().st_size > 1000 and checkpoint.stat().st_size < 20e6
     summary = json.loads((results / "summary.json").read_text())
     assert summary["n_cases"] == 1
     assert summary["train_case_ids"] == sorted(json.loads(split.read_text())["train"])
-    assert summary["fit_seconds"] == NaiveMeanSegmenter.load(artifact).fit_seconds > 0
-    assert summary["artifact"] == "naive.npz" and summary["artifact_bytes"] == artifact.stat().st_size
+    assert summary["fit_seconds"] == NaiveMeanSegmenter.load(checkpoint).fit_seconds > 0
+    assert summary["checkpoint"] == "naive.npz" and summary["checkpoint_bytes"] == checkpoint.stat().st_size
     assert not (results / "fit.json").exists()
 
     # A case without a seg predicts fine; output keeps the input's shape and affine.
@@ -132,7 +132,7 @@ def test_train_cli_and_predict_cli(synthetic_root: Path, tmp_path: Path) -> None
     shutil.copytree(source, bare)
     next(bare.glob("*_seg.nii.gz")).unlink()
     out = tmp_path / "pred"
-    assert brats(["predict", "--model", "naive", "--checkpoint", str(artifact), "--out", str(out),
+    assert brats(["predict", "--model", "naive", "--checkpoint", str(checkpoint), "--out", str(out),
                   str(tmp_path / "inputs")]) == 0
     written = nib.load(out / f"{ids[0]}.nii.gz")
     reference = load_case(source)

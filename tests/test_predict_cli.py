@@ -11,13 +11,13 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from brats_core import segmenters
+from brats_app import registry
+from brats_app.cli import main as brats
+from brats_app.predict import main as predict_main
 from brats_core.cases import Case, find_cases, load_case
-from brats_core.cli import main as brats
 from brats_core.config import HD95_ONE_EMPTY, MODALITIES
 from brats_core.errors import BratsError
-from brats_core.evaluation import save_labels
-from brats_core.predict import main as predict_main
+from brats_core.nifti import save_labels
 from brats_core.synth import make_synthetic_case, write_case
 
 SHAPE = (48, 48, 32)
@@ -41,19 +41,22 @@ class FlairThreshold:
 
 
 def load_flair_threshold(
-    name: str, artifact: Path | None = None, device: str | None = None, tta: bool = False
+    name: str, checkpoint: Path, device: str | None = None, tta: bool = False
 ):
     return FlairThreshold(tta)
 
 
-def load_without_options(name: str, artifact: Path | None = None, device: str | None = None):
+def load_without_options(name: str, checkpoint: Path, device: str | None = None):
     return FlairThreshold(False)
 
 
 @pytest.fixture(autouse=True)
 def registered(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(segmenters.REGISTRY, MODEL, f"{__name__}:load_flair_threshold")
-    monkeypatch.setitem(segmenters.REGISTRY, "no-options", f"{__name__}:load_without_options")
+    # a test-only model is one registry entry; its "checkpoint" is this test file
+    for name, loader in ((MODEL, "load_flair_threshold"), ("no-options", "load_without_options")):
+        spec = registry.ModelSpec(name, name, "test", f"{__name__}:{loader}", f"{__name__}:main", Path(__file__),
+                                  True, f"{__name__}:fit")
+        monkeypatch.setitem(registry.REGISTRY, name, spec)
     monkeypatch.delenv("RANK", raising=False)
     monkeypatch.delenv("WORLD_SIZE", raising=False)
 
@@ -109,7 +112,7 @@ def test_predict_errors(cases_dir: Path, tmp_path: Path, capsys) -> None:
 
 
 def test_tta_reaches_the_loader(cases_dir: Path, tmp_path: Path) -> None:
-    assert segmenters.load_segmenter(MODEL, tta=True).tta is True
+    assert registry.load_segmenter(MODEL, tta=True).tta is True
     assert (
         brats(["predict", "--model", MODEL, "--tta", "--out", str(tmp_path), str(cases_dir / "synth_001")])
         == 0

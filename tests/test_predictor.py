@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -12,18 +13,17 @@ import pytest
 import torch
 from torch import nn
 
+from brats_app.cli import main as brats
+from brats_app.registry import REGISTRY, load_segmenter
 from brats_core.cases import find_cases, load_case
-from brats_core.cli import main as brats
 from brats_core.config import PreprocessConfig
 from brats_core.dataset import SliceDataset
-from brats_core.errors import ArtifactError, BratsError
+from brats_core.errors import BratsError, CheckpointError
 from brats_core.figures import largest_tumour_slice
 from brats_core.labels import classes_to_labels, labels_to_classes
 from brats_core.metrics import dice
 from brats_core.preprocessing import preprocess
-from brats_core.segmenters import load_segmenter
 from brats_core.synth import make_synthetic_case
-from Deep_Learning_Model import predictor as predictor_module
 from Deep_Learning_Model.export import load_export, write_random_export
 from Deep_Learning_Model.model import ModelConfig
 from Deep_Learning_Model.predictor import (
@@ -164,12 +164,13 @@ def test_predictor_on_a_real_sized_case(real_or_synthetic_root: Path, exports: d
 
 
 def test_load_segmenter_errors(exports: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(predictor_module, "CHECKPOINT_DIR", tmp_path)
-    with pytest.raises(ArtifactError, match=r"no shipped sspp export; train one with `brats train sspp`"):
+    for name in ("unet", "sspp"):
+        monkeypatch.setitem(REGISTRY, name, replace(REGISTRY[name], default_checkpoint=tmp_path / f"{name}.pt"))
+    with pytest.raises(CheckpointError, match=r"no shipped sspp checkpoint; train one with `brats train sspp`"):
         load_segmenter("sspp")
-    with pytest.raises(ArtifactError, match="holds a 'unet' model, not 'sspp'"):
+    with pytest.raises(CheckpointError, match="holds a 'unet' model, not 'sspp'"):
         load_segmenter("sspp", exports["unet"])
-    with pytest.raises(ArtifactError, match="model export not found"):
+    with pytest.raises(CheckpointError, match="model export not found"):
         load_segmenter("unet", tmp_path / "missing.pt")
     (tmp_path / "unet.pt").write_bytes((exports["unet"]).read_bytes())
     assert load_segmenter("unet", device="cpu", tta=True).tta is True  # the default checkpoint

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 
-from brats_core.cli import main as brats
+from brats_app.cli import main as brats
 from brats_core.config import DEFAULT_SPLIT, SHARED_DATA_DIR
 from brats_core.errors import BratsError
 from brats_core.split import SUBSETS, load_split, make_split, patient_id, save_split, split_case_files
@@ -91,11 +92,15 @@ def test_timepoints_of_one_patient_stay_in_one_subset_and_fold(tmp_path: Path) -
 def test_split_case_files_finds_the_cases_once(synthetic_root: Path, tmp_path: Path) -> None:
     ids = sorted(p.name for p in synthetic_root.iterdir() if p.is_dir())
     path = save_split(make_split(ids, n_val=1, n_test=1, folds=2), tmp_path / "split.json")
-    subsets = split_case_files(synthetic_root, path)
-    split = load_split(path)
-    assert {key: [f.case_id for f in files] for key, files in subsets.items()} == {k: split[k] for k in SUBSETS}
-    with pytest.raises(BratsError, match="not among the available"):
-        split_case_files(synthetic_root / ids[0], path)
+    with split_case_files(synthetic_root, path) as subsets:
+        split = load_split(path)
+        assert {key: [f.case_id for f in files] for key, files in subsets.items()} == {k: split[k] for k in SUBSETS}
+    with pytest.raises(BratsError, match="not among the available"), split_case_files(synthetic_root / ids[0], path):
+        pass
+    archive = shutil.make_archive(str(tmp_path / "cases"), "zip", synthetic_root)
+    with split_case_files(archive, path) as subsets:  # a zip stays extracted inside the block
+        assert [f.case_id for f in subsets["test"]] == split["test"]
+        assert all(f.images["t1"].is_file() for f in subsets["train"])
 
 
 def test_save_and_load_round_trip(tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from brats_core import cli
+from brats_app import cli
 from brats_core.cases import find_cases, load_case
 from brats_core.config import MODALITIES
 from brats_core.synth import make_synthetic_case, write_case, write_dataset

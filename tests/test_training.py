@@ -13,12 +13,12 @@ import pytest
 import torch
 from torch import nn
 
+from brats_app.cli import main as brats_main
 from brats_core.cache import build_cache, cache_path, open_cache
 from brats_core.cases import find_cases
-from brats_core.cli import main as brats_main
 from brats_core.config import PreprocessConfig
 from brats_core.dataset import SliceDataset
-from brats_core.errors import ArtifactError, BratsError
+from brats_core.errors import BratsError, CheckpointError
 from brats_core.split import save_split
 from Deep_Learning_Model import predictor as predictor_module
 from Deep_Learning_Model.export import load_export
@@ -320,7 +320,7 @@ def test_bad_checkpoint_raises(tmp_path, content, message):
         path.write_bytes(content)
     elif content is not None:
         torch.save(content, path)
-    with pytest.raises(ArtifactError, match=message) as info:
+    with pytest.raises(CheckpointError, match=message) as info:
         load_checkpoint(path)
     assert str(path) in str(info.value)
 

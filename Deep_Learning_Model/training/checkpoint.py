@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from brats_core.errors import ArtifactError
+from brats_core.errors import CheckpointError
 from Deep_Learning_Model.export import load_versioned, save_atomic
 
 FORMAT = "brats-train-checkpoint"
@@ -29,9 +29,9 @@ def save_checkpoint(path: Path | str, state: dict) -> Path:
 
 
 def load_checkpoint(path: Path | str) -> dict:
-    """Read a checkpoint onto the CPU; a missing, corrupt or foreign file raises :class:`ArtifactError`."""
+    """Read a checkpoint onto the CPU; a missing, corrupt or foreign file raises :class:`CheckpointError`."""
     state = load_versioned(path, FORMAT, VERSION, "training checkpoint")
     missing = [key for key in REQUIRED if key not in state]
     if missing:
-        raise ArtifactError(f"{path}: checkpoint lacks {', '.join(missing)}")
+        raise CheckpointError(f"{path}: checkpoint lacks {', '.join(missing)}")
     return state

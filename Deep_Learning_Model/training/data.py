@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from brats_core.cache import CacheEntry, build_cache, cache_path, open_cache
-from brats_core.cases import find_cases
+from brats_core.cases import open_cases
 from brats_core.config import DEFAULT_SPLIT, PreprocessConfig
 from brats_core.dataset import SliceDataset
 from brats_core.errors import BratsError
@@ -39,13 +39,13 @@ class TrainingData:
 
 def _build_from_nifti(cfg: TrainConfig, ctx: DistContext, split_path: Path) -> tuple[dict, list[CacheEntry]]:
     """Cache the split's train and val cases of ``cfg.data`` (rank 0 writes) and open them on every rank."""
-    cases = find_cases(cfg.data)
-    split = load_split(split_path, [c.case_id for c in cases])
-    ids = [*split["train"], *split["val"]]
-    preprocess = PreprocessConfig(size=cfg.size)
-    if ctx.is_main:
-        by_id = {c.case_id: c for c in cases}
-        build_cache([by_id[i] for i in ids], preprocess, cfg.cache_dir, progress=True)
+    with open_cases(cfg.data) as cases:
+        split = load_split(split_path, [c.case_id for c in cases])
+        ids = [*split["train"], *split["val"]]
+        preprocess = PreprocessConfig(size=cfg.size)
+        if ctx.is_main:
+            by_id = {c.case_id: c for c in cases}
+            build_cache([by_id[i] for i in ids], preprocess, cfg.cache_dir, progress=True)
     barrier()
     return split, open_cache(cache_path(preprocess, cfg.cache_dir), ids)
 

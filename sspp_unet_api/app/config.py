@@ -8,13 +8,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from brats_core.config import REPO_ROOT
+from brats_app.registry import default_checkpoint
 from brats_core.errors import BratsError
 
 MIB = 1024 * 1024
-#: Where the shipped exports of the deep models live (``<model>.pt``).
-CHECKPOINT_DIR = REPO_ROOT / "Deep_Learning_Model" / "checkpoints"
-DEEP_MODELS: tuple[str, ...] = ("sspp", "unet")
 SAMPLE_ZIP = Path(__file__).resolve().parent.parent / "sample" / "sample_case.zip"
 
 
@@ -84,12 +81,11 @@ class Settings:
         if not 0 < self.port < 65536:
             raise BratsError(f"BRATS_PORT must be a TCP port (1-65535), got {self.port}")
 
-    def checkpoint(self, model: str) -> Path | None:
-        """Checkpoint of ``model``: the configured one, else ``CHECKPOINT_DIR/<model>.pt`` for the deep models,
-        else ``None`` (the model package's own default artifact)."""
+    def checkpoint(self, model: str) -> Path:
+        """Checkpoint of ``model``: the configured one, else the registry's shipped one."""
         if model in self.checkpoints:
             return Path(self.checkpoints[model])
-        return CHECKPOINT_DIR / f"{model}.pt" if model in DEEP_MODELS else None
+        return default_checkpoint(model)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

@@ -19,17 +19,17 @@ import anyio
 import anyio.to_thread
 import numpy as np
 
+from brats_app import registry
 from brats_core.cases import CaseFiles, load_case
 from brats_core.config import REGIONS
-from brats_core.errors import ArtifactError, BratsError
-from brats_core.evaluation import Segmenter, check_prediction, save_labels
+from brats_core.errors import BratsError, CheckpointError
+from brats_core.evaluation import Segmenter, check_prediction
 from brats_core.labels import labels_to_regions
 from brats_core.metrics import region_metrics
+from brats_core.nifti import save_labels
 from sspp_unet_api.app.config import Settings
 
 T = TypeVar("T")
-#: Models whose artifacts load without unpickling (the API never loads a pickled artifact).
-PICKLE_FREE_MODELS: tuple[str, ...] = ("sspp", "unet", "naive")
 
 
 class ServiceBusy(Exception):
@@ -53,11 +53,12 @@ class InferenceService:
     """The served models and the inference slots."""
 
     def __init__(self, settings: Settings, segmenter: Segmenter | None = None) -> None:
-        not_servable = [m for m in settings.allowed_models if m not in PICKLE_FREE_MODELS]
+        servable = registry.pickle_free_models()
+        not_servable = [m for m in settings.allowed_models if m not in servable]
         if not_servable:
             raise BratsError(
-                f"model(s) {', '.join(not_servable)} cannot be served: their artifacts are pickles, which the API "
-                f"never loads; choose among {', '.join(PICKLE_FREE_MODELS)}"
+                f"model(s) {', '.join(not_servable)} cannot be served: their checkpoints are pickles, which the "
+                f"API never loads; choose among {', '.join(servable)}"
             )
         self.settings = settings
         #: Resolved in :meth:`start` (importing torch here would slow down importing the app).
@@ -83,16 +84,14 @@ class InferenceService:
         return self._models[name]
 
     def _load(self, name: str) -> None:
-        from brats_core.segmenters import load_segmenter
-
         path = self.settings.checkpoint(name)
-        if path is not None and not path.is_file():
+        if not path.is_file():
             variable = "BRATS_CHECKPOINT" + ("" if name == self.settings.model else f"_{name.upper()}")
-            raise ArtifactError(
+            raise CheckpointError(
                 f"checkpoint of model {name!r} not found: {path}. Train one with `brats train {name}` "
                 f"or set {variable} to an export"
             )
-        self._models[name] = load_segmenter(name, artifact=path, device=self.device)
+        self._models[name] = registry.load_segmenter(name, path, device=self.device)
 
     async def start(self) -> None:
         """Create the slots and load every allowed model once (call from the running event loop)."""

@@ -14,19 +14,11 @@ import shutil
 from pathlib import Path
 from typing import BinaryIO
 
-from brats_core.cases import (
-    NAMING_HINT,
-    CaseFiles,
-    ZipLimits,
-    find_cases,
-    load_case,
-    nifti_stem,
-    parse_name,
-    safe_extract_zip,
-    safe_name,
-)
+from brats_core.archive import ZipLimits, safe_extract_zip
+from brats_core.cases import CaseFiles, find_cases, load_case
 from brats_core.config import MODALITIES
 from brats_core.errors import BratsError
+from brats_core.names import NAMING_HINT, nifti_stem, parse_name, safe_name
 from sspp_unet_api.app.config import Settings
 from sspp_unet_api.app.voxels import check_voxels
 

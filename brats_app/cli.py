@@ -1,4 +1,5 @@
-"""The ``brats`` command. Each subcommand lives in the module that owns it and is imported lazily."""
+"""The ``brats`` command (``python -m brats_app.cli``). Each subcommand lives in the module that owns it and is
+imported lazily: the data commands in :mod:`brats_core`, the model commands in :mod:`brats_app`."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import importlib
 import os
 import sys
 
+from brats_app.registry import families
 from brats_core.errors import BratsError
 
 #: subcommand -> ("module:function", help). Each function takes the remaining argv list.
@@ -13,10 +15,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "synth": ("brats_core.synth:main", "write synthetic BraTS-like cases"),
     "split": ("brats_core.split:main", "write a patient-level train/val/test (+ k-fold) split"),
     "cache": ("brats_core.cache:main", "preprocess cases into the on-disk slice cache"),
-    "evaluate": ("brats_core.evaluation:main", "score predicted label maps against references"),
-    "train": ("brats_core.train_cli:main", "train a model: naive | ml | unet | sspp"),
-    "predict": ("brats_core.predict:main", "predict label maps with a trained model"),
-    "compare": ("brats_core.compare:main", "train/load every model and write the comparison table"),
+    "evaluate": ("brats_app.evaluate:main", "score predicted label maps against references"),
+    "train": ("brats_app.train:main", f"train a model: {' | '.join(families())}"),
+    "predict": ("brats_app.predict:main", "predict label maps with a trained model"),
+    "compare": ("brats_app.compare.cli:main", "train/load every model and write the comparison table"),
     "serve": ("sspp_unet_api.app.main:main", "start the FastAPI service"),
 }
 

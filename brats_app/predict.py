@@ -9,14 +9,15 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 from tqdm import tqdm
 
-from brats_core.cases import CaseFiles, find_cases, load_case
+from brats_app.registry import REGISTRY, load_segmenter
+from brats_core.cases import CaseFiles, open_cases
 from brats_core.errors import BratsError
-from brats_core.evaluation import check_prediction, save_labels
-from brats_core.segmenters import REGISTRY, load_segmenter
+from brats_core.evaluation import segment_case
 
 
 def shard() -> tuple[int, int]:
@@ -41,11 +42,12 @@ def _device(requested: str | None, world: int) -> str | None:
     return requested
 
 
-def collect_cases(inputs: list[Path]) -> list[CaseFiles]:
-    """All cases of ``inputs`` sorted by id; the same id found twice is an error (the outputs would clash)."""
+def collect_cases(inputs: list[Path], stack: ExitStack) -> list[CaseFiles]:
+    """All cases of ``inputs`` sorted by id (zips stay extracted until ``stack`` closes); the same id found
+    twice is an error (the outputs would clash)."""
     cases: dict[str, CaseFiles] = {}
     for path in inputs:
-        for files in find_cases(path):
+        for files in stack.enter_context(open_cases(path)):
             if files.case_id in cases:
                 raise BratsError(f"{path}: case id '{files.case_id}' was already found in another input")
             cases[files.case_id] = files
@@ -56,25 +58,25 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="brats predict", description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True, help=f"model name: {', '.join(REGISTRY)}")
     parser.add_argument("--out", required=True, type=Path, help="output folder for <case_id>.nii.gz")
-    parser.add_argument("--checkpoint", type=Path, help="model artifact (default: the shipped one)")
+    parser.add_argument("--checkpoint", type=Path, help="model checkpoint (default: the shipped one)")
     parser.add_argument("--device", choices=("cpu", "cuda"), help="default: the model's choice")
     parser.add_argument("--tta", action="store_true", help="test-time augmentation (models that support it)")
     parser.add_argument("inputs", nargs="+", type=Path, help="case folder, folder of cases or .zip")
     args = parser.parse_args(argv)
 
     rank, world = shard()
-    cases = collect_cases(args.inputs)
+    with ExitStack() as stack:
+        return _predict(args, rank, world, collect_cases(args.inputs, stack))
+
+
+def _predict(args: argparse.Namespace, rank: int, world: int, cases: list[CaseFiles]) -> int:
     mine = cases[rank::world]
     options = {"tta": True} if args.tta else {}
-    segmenter = load_segmenter(args.model, artifact=args.checkpoint, device=_device(args.device, world), **options)
+    segmenter = load_segmenter(args.model, args.checkpoint, device=_device(args.device, world), **options)
     where = f" (rank {rank}/{world})" if world > 1 else ""
     start = time.perf_counter()
     for files in tqdm(mine, desc=f"predict {args.model}{where}", unit="case", disable=not mine):
-        case = load_case(files, with_seg=False)
-        labels = check_prediction(
-            segmenter.predict(case), case.shape, f"model {args.model!r} prediction for case '{case.case_id}'"
-        )
-        save_labels(labels, case.affine, args.out / f"{case.case_id}.nii.gz")
+        segment_case(segmenter, files, args.out / f"{files.case_id}.nii.gz", score=False)
     seconds = time.perf_counter() - start
     per_case = f", {seconds / len(mine):.2f} s per case" if mine else ""
     print(
