@@ -28,6 +28,7 @@ from brats_core.labels import labels_to_regions
 from brats_core.metrics import region_metrics
 from brats_core.nifti import save_labels
 from sspp_unet_api.app.config import Settings
+from sspp_unet_api.app.memory import trimmed
 
 T = TypeVar("T")
 
@@ -137,7 +138,7 @@ class InferenceService:
     async def run(self, func: Callable[..., T], *args: object) -> T:
         """Run ``func(*args)`` in a worker thread while holding an inference slot."""
         async with self.slot():
-            return await anyio.to_thread.run_sync(func, *args)
+            return await anyio.to_thread.run_sync(trimmed(func), *args)
 
 
 def predict_case(segmenter: Segmenter, files: CaseFiles, out_path: Path) -> dict:

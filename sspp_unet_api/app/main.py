@@ -30,6 +30,7 @@ from sspp_unet_api.app.config import Settings
 from sspp_unet_api.app.docs import install_docs
 from sspp_unet_api.app.guards import BodyTimeout, RequestGuard
 from sspp_unet_api.app.inference import InferenceService, ServiceBusy
+from sspp_unet_api.app.memory import configure_allocator
 from sspp_unet_api.app.middleware import BodySizeLimit, SecurityHeaders, StartupErrorMessage
 from sspp_unet_api.app.routes import FILE_WORK_LIMIT, public, router
 from sspp_unet_api.app.storage import NotFoundError, Storage
@@ -97,6 +98,7 @@ def create_app(settings: Settings | None = None, segmenter: Segmenter | None = N
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         try:
+            configure_allocator()
             app.state.storage = Storage(settings.data_dir, settings.ttl_seconds)
             await sweep_at_startup(app.state.storage)
             await service.start()

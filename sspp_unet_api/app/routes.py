@@ -26,6 +26,7 @@ from brats_core import __version__
 from brats_core.errors import BratsError
 from sspp_unet_api.app.config import Settings
 from sspp_unet_api.app.inference import InferenceService, ServiceBusy, predict_case
+from sspp_unet_api.app.memory import trimmed
 from sspp_unet_api.app.overlay import render_overlay
 from sspp_unet_api.app.schemas import (
     CaseInfo,
@@ -123,7 +124,7 @@ async def _create_upload(request: Request, max_fields: int) -> tuple[dict, dict[
     try:
         form = await spool_form(request, folder / "spool", max_files=settings.max_members_per_case,
                                 max_fields=max_fields, budget=budget)
-        cases = await anyio.to_thread.run_sync(ingest_spooled, form, folder, ingest, settings,
+        cases = await anyio.to_thread.run_sync(trimmed(ingest_spooled), form, folder, ingest, settings,
                                                limiter=_limiter(request))
         return storage.commit_upload(upload_id, cases), form.fields
     except DiskBudgetExceeded:
@@ -311,7 +312,7 @@ async def overlay(
         image = storage.upload_dir(record["upload_id"]) / record["image"]
         return render_overlay(image, folder / SEGMENTATION, axis, index)
 
-    png = await anyio.to_thread.run_sync(render, limiter=_limiter(request))
+    png = await anyio.to_thread.run_sync(trimmed(render), limiter=_limiter(request))
     return Response(png, media_type="image/png")
 
 
