@@ -3,13 +3,16 @@
     python benchmarks/api_memory.py                       # 5 warm-up predictions, then 50 measured
     python benchmarks/api_memory.py --predictions 20 --warmup 3 --limit-mib 50
     python benchmarks/api_memory.py --mode client          # each round as the UI does it (see below)
+    python benchmarks/api_memory.py --pause 11             # idle gaps: new worker threads (see below)
 
 Starts ``brats serve`` (``python -m sspp_unet_api.app.main``) on 127.0.0.1 (CPU, the shipped checkpoint if
 present, else a random model of the same architecture), uploads the bundled sample case, sends ``--warmup``
 predictions, then ``--predictions`` more one after the other, reading the server's RSS (``VmRSS`` of
 /proc/<pid>/status) after each. ``--mode json`` predicts the stored upload each time (``POST /predict`` with
 JSON); ``--mode client`` makes each round a one-shot multipart ``POST /predict`` of the sample zip followed by
-its overlay, its label map and the deletion of the upload, as a user of the UI does. Growth is the RSS after the last prediction minus the RSS after the warm-up.
+its overlay, its label map and the deletion of the upload, as a user of the UI does. ``--pause`` waits between
+rounds: anyio's worker threads exit after 10 s idle, so with a pause over 10 s each prediction runs in a new
+thread, which is where glibc's per-thread arenas made the RSS drift (see ``sspp_unet_api/app/memory.py``). Growth is the RSS after the last prediction minus the RSS after the warm-up.
 The last stdout line is one JSON object; the exit status is 1 when the growth exceeds ``--limit-mib``.
 """
 
@@ -49,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2, help="torch/OpenMP threads of the server")
     parser.add_argument("--limit-mib", type=float, default=50.0, help="largest accepted growth (MiB)")
     parser.add_argument("--mode", choices=("json", "client"), default="json", help="what one round is (see above)")
+    parser.add_argument("--pause", type=float, default=0.0, help="seconds between rounds (idle server)")
     parser.add_argument("--quick", action="store_true", help="10 predictions after 2 warm-up (make bench --quick)")
     args = parser.parse_args(argv)
     if args.quick:
@@ -85,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
                 reference = rss_bytes(process.pid)
                 start = time.perf_counter()
                 for index in range(args.predictions):
+                    time.sleep(args.pause)
                     one_round()
                     series.append(rss_bytes(process.pid) / MIB)
                     print(f"prediction {index + 1}: RSS {series[-1]:.1f} MiB", flush=True)
@@ -106,7 +111,8 @@ def main(argv: list[str] | None = None) -> int:
         "rss_max_mib": round(max(series), 1),
         "growth_mib": round(growth, 1),
         "limit_mib": args.limit_mib,
-        "seconds_per_prediction": round(wall / args.predictions, 2),
+        "pause_s": args.pause,
+        "seconds_per_round": round(wall / args.predictions - args.pause, 2),
         "load_average_1min": round(os.getloadavg()[0], 2),
         "clean_shutdown": clean,
     }
