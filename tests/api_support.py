@@ -5,6 +5,7 @@ The test segmenter and the case zips live in :mod:`support`, shared with the UI 
 
 from __future__ import annotations
 
+import gzip
 import os
 import socket
 import subprocess
@@ -14,6 +15,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import httpx
+import nibabel as nib
+import numpy as np
 
 from brats_app.registry import default_checkpoint
 from brats_core.config import REPO_ROOT
@@ -21,7 +24,7 @@ from sspp_unet_api.app.config import SAMPLE_ZIP, Settings
 
 SHIPPED_CHECKPOINT = default_checkpoint("sspp")
 __all__ = ["SAMPLE_ZIP", "SHIPPED_CHECKPOINT", "Server", "api_settings", "children", "multipart", "serve", "stop",
-           "wait_until"]
+           "wait_until", "zero_volume_gz"]
 
 
 def api_settings(data_dir: Path, checkpoint: Path, **overrides: object) -> Settings:
@@ -30,6 +33,12 @@ def api_settings(data_dir: Path, checkpoint: Path, **overrides: object) -> Setti
                                  "queue_timeout_seconds": 10.0}
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]
+
+
+def zero_volume_gz(shape: tuple[int, int, int]) -> bytes:
+    """A ``.nii.gz`` of zeros (int16): a few hundred KB for hundreds of MB of voxels."""
+    image = nib.Nifti1Image(np.zeros(shape, dtype=np.int16), np.eye(4))
+    return gzip.compress(image.to_bytes(), compresslevel=1)
 
 
 def multipart(files: Iterable[Path]) -> list[tuple[str, tuple[str, bytes, str]]]:

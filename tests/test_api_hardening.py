@@ -3,7 +3,6 @@ bounds, offline docs pages. The points that live in the server are in ``test_api
 
 from __future__ import annotations
 
-import gzip
 import re
 import time
 import uuid
@@ -12,7 +11,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from api_support import api_settings, multipart
+from api_support import api_settings, multipart, zero_volume_gz
 from fastapi.testclient import TestClient
 from support import Oracle, case_paths, zip_bytes
 
@@ -114,14 +113,9 @@ def test_state_changing_requests_from_foreign_origins_are_refused(tmp_path: Path
 
 
 # ---------------------------------------------------------------------------------------------- voxel bounds
-def _zero_volume(shape: tuple[int, int, int]) -> bytes:
-    image = nib.Nifti1Image(np.zeros(shape, dtype=np.int16), np.eye(4))
-    return gzip.compress(image.to_bytes(), compresslevel=1)
-
-
 def test_voxels_are_bounded_per_volume_from_the_headers(client: TestClient, tmp_path: Path) -> None:
     """Four 400^3 zero volumes (~0.5 MB compressed, 2 GB as float32) are refused without being decompressed."""
-    volume = _zero_volume((400, 400, 400))
+    volume = zero_volume_gz((400, 400, 400))
     files = [("files", (f"big_{m}.nii.gz", volume)) for m in ("t1", "t1ce", "t2", "flair")]
     started = time.perf_counter()
     response = client.post("/upload", files=files)
@@ -174,7 +168,7 @@ def test_zip_member_names_the_file_system_cannot_hold_get_422(
 
 def test_cleanup_of_a_partial_extraction_never_raises(tmp_path: Path) -> None:
     """Removing what was extracted must not fail, even on paths the file system refuses."""
-    from brats_core.cases import _remove
+    from brats_core.archive import _remove
 
     kept = tmp_path / "kept.nii.gz"
     kept.write_bytes(b"x")

@@ -6,13 +6,14 @@ stalled bodies, too many connections. Every wait is a bounded loop, every server
 
 from __future__ import annotations
 
+import re
 import socket
 import time
 from pathlib import Path
 
 import httpx
 import pytest
-from api_support import multipart, wait_until
+from api_support import multipart, wait_until, zero_volume_gz
 from support import case_paths
 
 from brats_core.cases import CaseFiles, find_cases
@@ -173,3 +174,21 @@ def test_connections_are_capped(server_factory) -> None:
         for sock in idle:
             sock.close()
     assert wait_until(lambda: httpx.get(server.url + "/").status_code == 200, 5)
+
+
+def peak_rss_mib(pid: int) -> float:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1)) / 1024
+
+
+def test_huge_zero_volumes_cost_no_memory(server_factory) -> None:
+    """Four 400^3 zero volumes (0.5 MB sent) once took +1 GiB of RSS: now refused from their headers."""
+    server = server_factory()
+    before = peak_rss_mib(server.process.pid)
+    volume = zero_volume_gz((400, 400, 400))
+    files = [("files", (f"big_{m}.nii.gz", volume)) for m in ("t1", "t1ce", "t2", "flair")]
+    started = time.monotonic()
+    response = httpx.post(server.url + "/upload", files=files, timeout=60)
+    assert response.status_code == 422 and "BRATS_MAX_VOXELS_PER_VOLUME" in response.text, response.text
+    assert time.monotonic() - started < 10
+    assert peak_rss_mib(server.process.pid) - before < 64, (before, peak_rss_mib(server.process.pid))
