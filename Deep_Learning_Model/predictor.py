@@ -14,11 +14,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from einops import rearrange
 from torch import nn
 
 from brats_core.cases import Case
 from brats_core.config import LABELS, REGIONS, PreprocessConfig
+from brats_core.dataset import stack_context
+from brats_core.device import autocast, resolve_device
 from brats_core.errors import CheckpointError
 from brats_core.preprocessing import Geometry, Preprocessed, preprocess
 from brats_core.provenance import Provenance
@@ -32,46 +33,9 @@ DEFAULT_BATCH_SIZE = 16
 TTA_FLIPS: tuple[tuple[int, ...], ...] = ((-1,), (-2,))
 
 
-def resolve_device(device: torch.device | str | None = None) -> torch.device:
-    """``None`` or ``"auto"``: CUDA when available, else CPU; anything else as given."""
-    if device is None or device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-def autocast_dtype(device: torch.device) -> torch.dtype | None:
-    """The mixed-precision dtype of ``device`` (``None``: fp32), for inference and training alike.
-
-    CUDA: bf16 where the GPU supports it, else fp16. CPU: bf16 where oneDNN has native bf16 kernels
-    (AVX512-BF16/AMX); emulated bf16 is slower than fp32, so other CPUs run fp32.
-    """
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported():
-        return torch.bfloat16
-    return None
-
-
-def autocast(device: torch.device) -> contextlib.AbstractContextManager:
-    """Autocast to :func:`autocast_dtype` of ``device``, or nothing where that is fp32."""
-    dtype = autocast_dtype(device)
-    return contextlib.nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
-
-
 def prepare_model(model: nn.Module, device: torch.device) -> nn.Module:
     """``model`` in eval mode on ``device``, channels_last (the fast layout of oneDNN and cuDNN convolutions)."""
     return model.to(device).to(memory_format=torch.channels_last).eval()
-
-
-def stack_context(volume: torch.Tensor, index: torch.Tensor, context: int) -> torch.Tensor:
-    """Network inputs (B, (2k+1)*C, S, S) of slices ``index`` of ``volume`` (Z', C, S, S).
-
-    For each offset -k..k the C modalities of that neighbour, clamped at the volume ends: the layout of
-    :class:`brats_core.dataset.SliceDataset`.
-    """
-    offsets = torch.arange(-context, context + 1, device=index.device)
-    neighbours = (index[:, None] + offsets[None, :]).clamp(0, volume.shape[0] - 1)
-    return rearrange(volume[neighbours], "b k c h w -> b (k c) h w")
 
 
 def _float_slices(images: np.ndarray | torch.Tensor, device: torch.device) -> torch.Tensor:

@@ -7,7 +7,7 @@
 Writes to ``--out``: ``config.json``, ``log.csv`` (one row per epoch), ``last.pt`` (full training state),
 ``best.pt`` (best validation mean Dice), ``train_summary.json`` and the inference export (``--export``,
 default ``<out>/export.pt``) of the best model. Options left out come from ``--preset`` (see
-:mod:`Deep_Learning_Model.training.config`); with ``--resume`` they come from the checkpoint.
+:mod:`Deep_Learning_Model.training.config`); with ``--resume`` they come from the training state.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ import torch
 from brats_core.errors import BratsError
 from brats_core.provenance import this_machine, today
 from Deep_Learning_Model.model import ARCHS, count_parameters
-from Deep_Learning_Model.training.checkpoint import load_checkpoint
 from Deep_Learning_Model.training.config import PRESETS, TrainConfig, make_config
 from Deep_Learning_Model.training.data import TrainingData, load_training_data
 from Deep_Learning_Model.training.distributed import (
@@ -36,6 +35,7 @@ from Deep_Learning_Model.training.distributed import (
 from Deep_Learning_Model.training.loop import Trainer
 from Deep_Learning_Model.training.precision import select_device
 from Deep_Learning_Model.training.runlog import write_json
+from Deep_Learning_Model.training.state import load_training_state
 
 #: Fields a resumed run may change: where it runs and writes, how often it validates. Anything else would
 #: not continue the same run.
@@ -106,13 +106,13 @@ def build_parser() -> argparse.ArgumentParser:
     add("--val-every", type=int, help="validate every N epochs (and always after the last one)")
     add("--val-batch-size", type=int)
     add("--val-tta", action=argparse.BooleanOptionalAction, help="flip test-time augmentation in validation")
-    add("--resume", help="continue the run of this checkpoint (last.pt)")
+    add("--resume", help="continue the run of this training state (last.pt)")
     add("--stop-after", type=int, help="run at most N epochs in this invocation (resume later)")
     return parser
 
 
 def resume_config(saved: dict, overrides: dict, source: str) -> TrainConfig:
-    """The saved config of a checkpoint with the allowed ``overrides``; other changes raise BratsError."""
+    """The saved config of a training state with the allowed ``overrides``; other changes raise BratsError."""
     cfg = TrainConfig.from_dict(saved)
     changed = sorted(k for k, v in overrides.items() if k not in RESUME_OVERRIDABLE and getattr(cfg, k) != v)
     if changed:
@@ -174,12 +174,12 @@ def run(overrides: dict, ctx: DistContext) -> int:
     state = None
     if resume is not None:
         if preset is not None:
-            raise BratsError("--preset cannot be combined with --resume (the checkpoint holds the configuration)")
-        state = load_checkpoint(resume)
+            raise BratsError("--preset cannot be combined with --resume (the training state holds the configuration)")
+        state = load_training_state(resume)
         cfg = resume_config(state["config"], overrides, resume)
     else:
         if "model" not in overrides:
-            raise BratsError("--model unet|sspp is required (or --resume a checkpoint)")
+            raise BratsError("--model unet|sspp is required (or --resume a training state)")
         cfg = make_config(preset or "default", **overrides)
     cfg = replace(cfg, out=str(cfg.out_dir), export=str(cfg.export_path))
     if state is None and (cfg.out_dir / "last.pt").exists():

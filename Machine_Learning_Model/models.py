@@ -154,10 +154,13 @@ class VoxelSegmenter:
         """The checkpoint's training record; the time is shared features + own fits + tuning."""
         info = self.info
         parts = [info.get(key) for key in ("features_seconds", "fit_seconds", "tuning_seconds")]
-        scores = info.get("val_grid_dice", {}).get(self.name)
+        # validation mean Dice at the chosen post-processing (tuning), else of the raw model (ensemble: none)
+        tuned = info.get("val_dice_by_min_component_fraction", {}).get(str(self.min_component_fraction))
+        raw = info.get("val_grid_dice", {}).get(self.name)
+        scores = {key: float(v) for key, v in (("val_mean_dice", tuned), ("val_mean_dice_raw", raw)) if v is not None}
         return Provenance(
             train_cases=tuple(info.get("train_case_ids", ())), val_cases=tuple(info.get("val_case_ids", ())),
-            cv_scores=None if scores is None else {"val_dice": float(scores)},
+            cv_scores=scores or None,
             train_seconds=None if any(p is None for p in parts) else float(sum(parts)),
             hardware=info.get("hardware"), created=info.get("created"),
         )

@@ -16,12 +16,14 @@ import sys
 
 from _common import pin_cores
 
+from brats_app.registry import models_of
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cores", type=int, default=2)
     parser.add_argument("--cases", type=int, default=3, help="number of test cases to time")
-    parser.add_argument("--models", nargs="+", default=["naive", "ridge", "tree", "knn", "ensemble"])
+    parser.add_argument("--models", nargs="+", default=list(models_of("Naive_Model", "Machine_Learning_Model")))
     parser.add_argument("--skip-fit", action="store_true")
     args = parser.parse_args(argv)
     cores = pin_cores(args.cores)
@@ -86,7 +88,7 @@ def _run(args, cores: int, load_start: float, subsets: dict, cases: list, load_s
         train_files, val_files = subsets["train"], subsets["val"]
         fit_s["naive"] = NaiveMeanSegmenter.fit(load_case(files) for files in train_files).fit_seconds
         start, start_cpu = time.perf_counter(), time.process_time()
-        train(["ridge", "tree", "knn", "ensemble"], train_files, val_files, log=lambda message: None)
+        train(list(models_of("Machine_Learning_Model")), train_files, val_files, log=lambda message: None)
         fit_s["ml_all_four"] = time.perf_counter() - start
         fit_s["ml_all_four_cpu"] = time.process_time() - start_cpu
         print(f"fit: naive {fit_s['naive']:.1f} s, all four ML models {fit_s['ml_all_four']:.1f} s", flush=True)

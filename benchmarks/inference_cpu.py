@@ -64,6 +64,7 @@ def _run(args: argparse.Namespace, cores: int, work: Path) -> dict:
     from brats_app.registry import default_checkpoint
     from brats_core.cases import find_cases, load_case
     from brats_core.config import DEFAULT_SPLIT, SHARED_DATA_DIR
+    from brats_core.device import autocast
     from brats_core.labels import classes_to_labels
     from brats_core.metrics import dice
     from brats_core.nifti import save_labels
@@ -75,7 +76,6 @@ def _run(args: argparse.Namespace, cores: int, work: Path) -> dict:
     from Deep_Learning_Model.predictor import (
         DEFAULT_BATCH_SIZE,
         Predictor,
-        autocast,
         predict_volume,
         restore_argmax,
         slice_probabilities,

@@ -19,7 +19,8 @@ import torch
 
 from brats_app.registry import default_checkpoint
 from brats_core.cases import load_case, open_cases
-from Deep_Learning_Model.predictor import Predictor, autocast
+from brats_core.device import autocast
+from Deep_Learning_Model.predictor import Predictor
 from sspp_unet_api.app.config import SAMPLE_ZIP
 
 

@@ -22,6 +22,8 @@ import time
 
 from _common import pin_cores
 
+from brats_app.registry import models_of
+
 
 def measure(arch: str, precision, args: argparse.Namespace) -> float:
     """Training slices/s of one model in one precision mode (a ``training.precision.Precision``)."""
@@ -121,7 +123,8 @@ def run(args: argparse.Namespace, cores: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="+", default=["unet", "sspp"], choices=["unet", "sspp"])
+    deep = models_of("Deep_Learning_Model")
+    parser.add_argument("--models", nargs="+", default=list(deep), choices=deep)
     parser.add_argument("--base-width", type=int, default=32)
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--batch-size", type=int, default=16)

@@ -43,6 +43,8 @@ class ModelSpec:
     #: ``brats compare`` (:class:`brats_app.compare.runner.TrainJob`).
     fit: str
     trainer_args: tuple[str, ...] = ()
+    #: The seed project's headline number for this model (its own data, metric and split), if it reported one.
+    seed_score: float | None = None
 
 
 _NAIVE = REPO_ROOT / "Naive_Model" / "checkpoints"
@@ -51,15 +53,16 @@ _DL = REPO_ROOT / "Deep_Learning_Model" / "checkpoints"
 _FITS = "brats_app.compare.families"
 
 
-def _ml(name: str, display: str) -> ModelSpec:
+def _ml(name: str, display: str, seed_score: float | None = None) -> ModelSpec:
     return ModelSpec(name, display, "ml", "Machine_Learning_Model.models:load_segmenter",
-                     "Machine_Learning_Model.train:main", _ML / f"{name}.joblib", False, f"{_FITS}:train_ml")
+                     "Machine_Learning_Model.train:main", _ML / f"{name}.joblib", False, f"{_FITS}:train_ml",
+                     seed_score=seed_score)
 
 
-def _deep(name: str, display: str) -> ModelSpec:
+def _deep(name: str, display: str, seed_score: float | None = None) -> ModelSpec:
     return ModelSpec(name, display, name, "Deep_Learning_Model.predictor:load_segmenter",
                      "Deep_Learning_Model.train:main", _DL / f"{name}.pt", True, f"{_FITS}:train_deep",
-                     trainer_args=("--model", name))
+                     trainer_args=("--model", name), seed_score=seed_score)
 
 
 #: Every model, in table order.
@@ -67,13 +70,14 @@ REGISTRY: dict[str, ModelSpec] = {
     spec.name: spec
     for spec in (
         ModelSpec("naive", "Naive (mean atlas)", "naive", "Naive_Model.naive_mean_model:load_segmenter",
-                  "Naive_Model.naive_mean_model:main", _NAIVE / "naive.npz", True, f"{_FITS}:train_naive"),
+                  "Naive_Model.naive_mean_model:main", _NAIVE / "naive.npz", True, f"{_FITS}:train_naive",
+                  seed_score=56.39),
         _ml("ridge", "Ridge"),
         _ml("tree", "Decision tree"),
         _ml("knn", "KNN"),
-        _ml("ensemble", "Ensemble (vote)"),
-        _deep("unet", "U-Net"),
-        _deep("sspp", "U-Net + SSPP"),
+        _ml("ensemble", "Ensemble (vote)", seed_score=58.21),
+        _deep("unet", "U-Net", seed_score=64.79),
+        _deep("sspp", "U-Net + SSPP", seed_score=85.37),
     )
 }
 
@@ -84,6 +88,11 @@ def model_names() -> tuple[str, ...]:
 
 def pickle_free_models() -> tuple[str, ...]:
     return tuple(name for name, spec in REGISTRY.items() if spec.pickle_free)
+
+
+def models_of(*packages: str) -> tuple[str, ...]:
+    """The models whose loader lives in one of ``packages`` (e.g. ``"Deep_Learning_Model"``), in table order."""
+    return tuple(name for name, spec in REGISTRY.items() if spec.loader.split(".")[0] in packages)
 
 
 def families() -> dict[str, list[ModelSpec]]:

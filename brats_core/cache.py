@@ -376,12 +376,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("data_dir", type=Path, help="case folder, folder of cases or .zip")
     parser.add_argument("--cache-dir", type=Path, default=None, help=f"cache root (default {cache_dir()})")
-    parser.add_argument(
-        "--size",
-        type=int,
-        default=PreprocessConfig().size,
-        help="in-plane slice size (default %(default)s; 0 keeps the native crop size)",
-    )
+    parser.add_argument("--size", type=int, default=PreprocessConfig().size,
+                        help="in-plane slice size (default %(default)s; 0 keeps the native crop size)")
     parser.add_argument("--workers", type=int, default=1, help="parallel processes (default 1)")
     args = parser.parse_args(argv)
     if args.size < 0:

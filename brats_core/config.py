@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+
+from brats_core.errors import BratsError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -46,3 +49,10 @@ class PreprocessConfig:
     @classmethod
     def from_dict(cls, data: dict) -> PreprocessConfig:
         return cls(size=data["size"], clip_percentiles=tuple(data["clip_percentiles"]))
+
+
+def check_known_fields(cls: type, names: Iterable[str], what: str) -> None:
+    """Raise :class:`BratsError` listing the ``names`` that are not fields of dataclass ``cls`` (a ``what``)."""
+    unknown = sorted(set(names) - {f.name for f in fields(cls)})
+    if unknown:
+        raise BratsError(f"unknown {what} fields {unknown}")

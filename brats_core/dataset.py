@@ -15,6 +15,19 @@ from brats_core.labels import labels_to_classes
 Transform = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
 
 
+def neighbours(index: torch.Tensor, context: int, length: int) -> torch.Tensor:
+    """Slice indices ``(..., 2k+1)`` of the neighbours ``-k .. k`` of each ``index``, clamped to the volume's
+    ``length`` slices (beyond an end the end slice repeats): the one definition of the context layout."""
+    offsets = torch.arange(-context, context + 1, device=index.device)
+    return (index[..., None] + offsets).clamp(0, length - 1)
+
+
+def stack_context(volume: torch.Tensor, index: torch.Tensor, context: int) -> torch.Tensor:
+    """Network inputs (B, (2k+1)*C, S, S) of slices ``index`` of ``volume`` (Z', C, S, S): for each offset
+    -k..k the C modalities of that neighbour (:func:`neighbours`), as :class:`SliceDataset` items."""
+    return volume[neighbours(index, context, volume.shape[0])].flatten(1, 2)
+
+
 class SliceDataset(Dataset):
     """Every slice of every cache entry (``slices="all"``) or only those with brain (``"brain"``).
 
@@ -64,11 +77,10 @@ class SliceDataset(Dataset):
     def __getitem__(self, item: int) -> tuple[torch.Tensor, torch.Tensor]:
         number, z = (int(v) for v in self.index[item])
         entry = self.entries[number]
-        k = self.context
-        if k == 0:
+        if self.context == 0:
             stack = entry.images[z : z + 1]
         else:
-            stack = entry.images[np.clip(np.arange(z - k, z + k + 1), 0, entry.num_slices - 1)]
+            stack = entry.images[neighbours(torch.tensor(z), self.context, entry.num_slices).numpy()]
         image = np.asarray(stack, dtype=np.float32).reshape(-1, *stack.shape[-2:])
         target = labels_to_classes(entry.labels[z]).astype(np.int64)
         if self.transform is not None:

@@ -6,4 +6,4 @@ class BratsError(ValueError):
 
 
 class CheckpointError(BratsError):
-    """A saved model checkpoint is missing, corrupt or does not match the running code."""
+    """A saved checkpoint (or training state) is missing, corrupt or does not match the running code."""

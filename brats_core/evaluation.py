@@ -24,6 +24,7 @@ from brats_core.config import HD95_ONE_EMPTY, LABELS, REGIONS
 from brats_core.errors import BratsError
 from brats_core.metrics import legacy_slice_score, region_metrics
 from brats_core.nifti import check_labels, check_same_geometry, read_nifti, save_labels
+from brats_core.provenance import Provenance
 
 METRICS: tuple[str, ...] = ("dice", "hd95", "sensitivity", "specificity")
 #: Score columns of ``per_case.csv``, after ``case_id``; ``predict_seconds`` follows when predictions were timed.
@@ -34,6 +35,8 @@ class Segmenter(Protocol):
     """What every model exposes to the harness, the CLI, the API and the UI."""
 
     name: str
+    #: Where the model came from (training cases, scores, time, hardware), read from its checkpoint.
+    provenance: Provenance
 
     def predict(self, case: Case) -> np.ndarray:
         """Labels 0/1/2/4 as uint8 of shape ``case.shape``, in the case's original geometry."""

@@ -27,7 +27,7 @@ from brats_core.errors import BratsError
 from brats_core.figures import MODALITY_NAMES, labels_rgb, largest_tumour_slice, overlay, to_grey
 from streamlit_app import viewer
 from streamlit_app.api_client import ApiClient, ApiError, default_api_url
-from streamlit_app.selection import LocalSelection, match_case, read_segmentation, selection_digest
+from streamlit_app.selection import LocalSelection, read_segmentation, selection_digest
 
 LOG = logging.getLogger("streamlit_app")
 #: Seconds a health answer is reused before the API is asked again.
@@ -446,7 +446,7 @@ def main() -> None:
     if not case_ids:
         return
     case_id = st.selectbox("Case", case_ids, key=f"case:{digest}") if len(case_ids) > 1 else case_ids[0]
-    local_id = match_case(local_ids, case_id) if server_cases else case_id
+    local_id = case_id if case_id in local_ids else None  # both sides unpack alike: the same case ids
     view = load_view(local, local_id) if local is not None and local_id is not None else None
 
     model = state.get("model")

@@ -1,5 +1,8 @@
 """The user's file selection read locally: saved once to a private temporary folder, its cases loaded lazily.
 
+The files are unpacked as the API unpacks an upload (:func:`brats_core.uploads.unpack_upload`), so a case has
+the same id here and on the server.
+
 The images shown in the UI come from these local files; only the predicted segmentation comes back from the
 API. A selection is identified by the SHA-256 of its names and bytes, so a rerun never reloads or re-uploads.
 """
@@ -17,11 +20,10 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from brats_core.archive import safe_extract_zip
-from brats_core.cases import Case, CaseFiles, find_cases, load_case
+from brats_core.cases import Case, CaseFiles, load_case
 from brats_core.errors import BratsError
 from brats_core.evaluation import check_prediction
-from brats_core.names import safe_name
+from brats_core.uploads import unpack_upload
 
 #: One chosen file: (name as the user's browser gave it, content).
 NamedBytes = tuple[str, bytes]
@@ -53,27 +55,7 @@ class LocalSelection:
             raise BratsError("no file selected")
         folder = tempfile.TemporaryDirectory(prefix="brats_ui_")
         try:
-            root = Path(folder.name)
-            zips = [name for name, _ in files if name.lower().endswith(".zip")]
-            if zips and len(files) > 1:
-                raise BratsError(
-                    f"{zips[0]}: choose either one .zip or the NIfTI files of one case, not both"
-                )
-            if zips:
-                archive = root / safe_name(zips[0])
-                archive.write_bytes(files[0][1])
-                target = root / "files" / archive.stem
-                safe_extract_zip(archive, target)
-                archive.unlink()
-            else:
-                target = root / "files" / "case"
-                target.mkdir(parents=True)
-                for name, data in files:
-                    path = target / safe_name(name)
-                    if path.exists():
-                        raise BratsError(f"{name}: two files with this name were chosen")
-                    path.write_bytes(data)
-            found = find_cases(target)
+            found = unpack_upload([(name, io.BytesIO(data)) for name, data in files], Path(folder.name))
         except BaseException:
             folder.cleanup()
             raise
@@ -86,17 +68,6 @@ class LocalSelection:
     def close(self) -> None:
         """Remove the temporary folder."""
         self._folder.cleanup()
-
-
-def match_case(local_ids: Sequence[str], server_id: str) -> str | None:
-    """The local case shown for the server's ``server_id``: the same id, or the only case on both sides.
-
-    A single case can be named differently (the server may name a case by its file prefix where the local
-    folder gives its own name), so a lone case is paired whatever its name.
-    """
-    if server_id in local_ids:
-        return server_id
-    return local_ids[0] if len(local_ids) == 1 else None
 
 
 def read_segmentation(data: bytes, shape: tuple[int, int, int]) -> np.ndarray:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+from pathlib import Path
 
 import pytest
 
@@ -86,3 +87,21 @@ def test_every_imported_project_module_exists() -> None:
             if not (base.with_suffix(".py").is_file() or (base / "__init__.py").is_file()):
                 missing.setdefault(str(path.relative_to(REPO_ROOT)), []).append(module)
     assert missing == {}
+
+
+MAX_LINES = 400
+#: Modules over the limit on this branch, with why; issue 13 splits the UI script (connection, progress,
+#: results: 343 lines on its branch). Remove the entry once that split is merged.
+OVER_LIMIT_FOR_NOW: dict[str, str] = {"streamlit_app/app.py": "split by issue 13"}
+
+
+def test_no_module_is_over_400_lines() -> None:
+    """Modules stay small (tests are exempt: one test file per module under test)."""
+    long = {
+        name: lines
+        for path in _python_files()
+        if (name := path.relative_to(REPO_ROOT).as_posix()).split("/")[0] != "tests"
+        and name not in OVER_LIMIT_FOR_NOW
+        and (lines := len(path.read_text().splitlines())) > MAX_LINES
+    }
+    assert long == {}, f"split these modules by concern: {long}"

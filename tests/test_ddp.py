@@ -16,8 +16,8 @@ from brats_core.cases import find_cases
 from brats_core.config import REPO_ROOT, PreprocessConfig
 from brats_core.dataset import SliceDataset
 from brats_core.split import save_split
-from Deep_Learning_Model.training.checkpoint import load_checkpoint
 from Deep_Learning_Model.training.sampler import SliceSampler
+from Deep_Learning_Model.training.state import load_training_state
 
 SIZE = 32
 EPOCHS, STEPS, BATCH, WORLD = 2, 2, 2, 2
@@ -57,7 +57,7 @@ def test_torchrun_two_cpu_processes(synthetic_root: Path, tmp_path: Path):
     summary = json.loads((out / "train_summary.json").read_text())
     assert summary["world_size"] == WORLD
     assert summary["samples_per_rank_last_epoch"] == [STEPS * BATCH] * WORLD
-    assert load_checkpoint(out / "last.pt")["global_step"] == EPOCHS * STEPS
+    assert load_training_state(out / "last.pt")["global_step"] == EPOCHS * STEPS
 
     # the ranks drew disjoint positions of one shared draw: together, exactly the single-process epoch
     has_tumour = SliceDataset(open_cache(cache, ids[:2]), slices="brain").has_tumour

@@ -17,7 +17,8 @@ from brats_app.cli import main as brats
 from brats_app.registry import REGISTRY, load_segmenter
 from brats_core.cases import find_cases, load_case
 from brats_core.config import PreprocessConfig
-from brats_core.dataset import SliceDataset
+from brats_core.dataset import SliceDataset, stack_context
+from brats_core.device import resolve_device
 from brats_core.errors import BratsError, CheckpointError
 from brats_core.figures import largest_tumour_slice
 from brats_core.labels import classes_to_labels, labels_to_classes
@@ -29,10 +30,8 @@ from Deep_Learning_Model.model import ModelConfig
 from Deep_Learning_Model.predictor import (
     Predictor,
     predict_volume,
-    resolve_device,
     restore_argmax,
     slice_probabilities,
-    stack_context,
 )
 from Deep_Learning_Model.visualize import default_slices, render
 from Deep_Learning_Model.visualize import main as visualize_main

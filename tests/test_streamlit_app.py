@@ -27,7 +27,7 @@ from brats_core.synth import make_synthetic_case, write_case
 from sspp_unet_api.app.config import Settings
 from streamlit_app import viewer
 from streamlit_app.api_client import ApiClient, ApiError, Timeouts, default_api_url
-from streamlit_app.selection import LocalSelection, match_case, read_segmentation, selection_digest
+from streamlit_app.selection import LocalSelection, read_segmentation, selection_digest
 
 APP = REPO_ROOT / "streamlit_app" / "app.py"
 SHAPE = (48, 48, 32)
@@ -123,7 +123,8 @@ def test_local_selection_from_nifti_files_and_from_zip(case_files, tmp_path):
         ([], "no file selected"),
         ([("a.zip", b"PK"), ("x_t1.nii.gz", b"")], "either one .zip or the NIfTI files"),
         ([("broken.zip", b"not a zip")], "not a valid zip"),
-        ([("x_t1.nii.gz", b"1"), ("x_t1.nii.gz", b"2")], "two files with this name"),
+        ([("x_t1.nii.gz", b"1"), ("x_t1.nii.gz", b"2")], "two files have the same name"),
+        ([("notes.txt", b"1")], "neither a .zip nor a NIfTI file"),
         ([("..", b"1")], "no usable characters"),
     ],
 )
@@ -136,12 +137,6 @@ def test_local_selection_names_the_missing_modality(case_files):
     _, named = case_files
     with pytest.raises(BratsError, match="missing modality flair"):
         LocalSelection.open([item for item in named if "_flair" not in item[0]])
-
-
-def test_match_case_pairs_by_id_or_a_lone_case():
-    assert match_case(["a", "b"], "b") == "b"
-    assert match_case(["case"], "BraTS_001") == "case"
-    assert match_case(["a", "b"], "c") is None
 
 
 def _nifti_bytes(labels: np.ndarray) -> bytes:

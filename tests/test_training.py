@@ -1,4 +1,4 @@
-"""Training of the U-Net / U-Net + SSPP on tiny synthetic caches: pieces, overfitting, resume, checkpoints, CLI."""
+"""Training of the U-Net / U-Net + SSPP on tiny synthetic caches: pieces, overfitting, resume, training state, CLI."""
 
 from __future__ import annotations
 
@@ -24,7 +24,6 @@ from Deep_Learning_Model import predictor as predictor_module
 from Deep_Learning_Model.export import load_export
 from Deep_Learning_Model.train import main as train_main
 from Deep_Learning_Model.training.augment import SliceAugmentation
-from Deep_Learning_Model.training.checkpoint import load_checkpoint, save_checkpoint
 from Deep_Learning_Model.training.config import PRESETS, AugmentConfig, TrainConfig, make_config
 from Deep_Learning_Model.training.data import TrainingData
 from Deep_Learning_Model.training.distributed import DistContext
@@ -34,6 +33,7 @@ from Deep_Learning_Model.training.optim import lr_factor
 from Deep_Learning_Model.training.precision import Precision, select_device
 from Deep_Learning_Model.training.runlog import LOG_COLUMNS
 from Deep_Learning_Model.training.sampler import SliceSampler
+from Deep_Learning_Model.training.state import load_training_state, save_training_state
 
 SIZE = 32
 CPU = torch.device("cpu")
@@ -290,11 +290,11 @@ def test_validation_follows_the_amp_setting(cached, tmp_path, monkeypatch):
     assert 0.0 <= trainer._validate()["mean_dice"] <= 1.0
 
 
-def test_checkpoint_round_trip(cached, tmp_path):
+def test_training_state_round_trip(cached, tmp_path):
     first = _trainer(cached, tmp_path, ["synth_000"], [], epochs=1, max_steps_per_epoch=2)
     first.fit()
-    path = save_checkpoint(tmp_path / "copy.pt", first.state_dict())
-    state = load_checkpoint(path)  # weights_only: plain data and tensors
+    path = save_training_state(tmp_path / "copy.pt", first.state_dict())
+    state = load_training_state(path)  # weights_only: plain data and tensors
     second = _trainer(cached, tmp_path, ["synth_000"], [], epochs=1, max_steps_per_epoch=2)
     second.load_state_dict(state)
     for a, b in zip(first.state_dict()["model"].values(), second.state_dict()["model"].values(), strict=True):
@@ -314,14 +314,14 @@ def test_checkpoint_round_trip(cached, tmp_path):
     ("content", "message"),
     [(None, "not found"), (b"not a checkpoint", "not a readable"), ({"format": "other"}, "not a training")],
 )
-def test_bad_checkpoint_raises(tmp_path, content, message):
+def test_bad_training_state_raises(tmp_path, content, message):
     path = tmp_path / "bad.pt"
     if isinstance(content, bytes):
         path.write_bytes(content)
     elif content is not None:
         torch.save(content, path)
     with pytest.raises(CheckpointError, match=message) as info:
-        load_checkpoint(path)
+        load_training_state(path)
     assert str(path) in str(info.value)
 
 
@@ -344,10 +344,10 @@ def test_resume_continues_exactly(cached, tmp_path):
     full, part = tmp_path / "full", tmp_path / "part"
     assert brats_main(["train", "unet", *tiny_args(cached, full, "--epochs", "2")[2:]]) == 0
     assert train_main(tiny_args(cached, part, "--epochs", "2", "--stop-after", "1")) == 0
-    stopped = load_checkpoint(part / "last.pt")
+    stopped = load_training_state(part / "last.pt")
     assert stopped["epoch"] == 1
     assert train_main(["--resume", str(part / "last.pt")]) == 0
-    a, b = load_checkpoint(full / "last.pt"), load_checkpoint(part / "last.pt")
+    a, b = load_training_state(full / "last.pt"), load_training_state(part / "last.pt")
     _same_state(a, b)
     assert not all(torch.equal(stopped["model"][k], b["model"][k]) for k in b["model"])  # it trained on
 
@@ -370,7 +370,7 @@ def test_resume_continues_exactly(cached, tmp_path):
     assert model_config.base_width == 4 and preprocess.size == SIZE
     assert meta["info"]["best_epoch"] == summary["best_epoch"]
     assert meta["info"]["train_cases"] == summary["train_cases"] and meta["info"]["train_seconds"] > 0
-    best = load_checkpoint(full / "best.pt")["model"]
+    best = load_training_state(full / "best.pt")["model"]
     for name, tensor in model.state_dict().items():
         torch.testing.assert_close(tensor, best[name].to(tensor.dtype), atol=1e-2, rtol=1e-2)  # fp16 export
 
@@ -392,7 +392,7 @@ def test_trains_from_nifti_through_the_cache(cached, tmp_path):
     args += ["--cache-dir", str(tmp_path / "cache"), "--model", "sspp"]
     assert train_main(args) == 0
     assert (tmp_path / "run" / "export.pt").is_file()
-    assert load_checkpoint(tmp_path / "run" / "last.pt")["model_config"]["arch"] == "sspp"
+    assert load_training_state(tmp_path / "run" / "last.pt")["model_config"]["arch"] == "sspp"
 
 
 @pytest.mark.parametrize(

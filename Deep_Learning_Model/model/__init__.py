@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 from torch import nn
 
+from brats_core.config import check_known_fields
 from brats_core.errors import BratsError
 from Deep_Learning_Model.model.sspp import SwinSPP
 from Deep_Learning_Model.model.unet import DOWNSAMPLING, UNet
@@ -14,13 +14,6 @@ from Deep_Learning_Model.model.unet import DOWNSAMPLING, UNet
 ARCHS: tuple[str, ...] = ("unet", "sspp")
 #: BraTS label written for the tumour class of a binary (whole-tumour) model: its largest component, edema.
 BINARY_TUMOUR_LABEL = 2
-
-
-def check_known_fields(cls: type, names: Iterable[str], what: str) -> None:
-    """Raise :class:`BratsError` listing the ``names`` that are not fields of dataclass ``cls`` (a ``what``)."""
-    unknown = sorted(set(names) - {f.name for f in fields(cls)})
-    if unknown:
-        raise BratsError(f"unknown {what} fields {unknown}")
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """The training configuration (one typed dataclass) and its named presets.
 
-Every run saves the effective configuration as JSON (``config.json``, checkpoints, the export's ``info``), so
+Every run saves the effective configuration as JSON (``config.json``, training state, the export's ``info``), so
 a result can always be traced back to the exact settings. Why the defaults are what they are is written in
 ``Deep_Learning_Model/README.md`` (section "Training").
 """
@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from brats_core.config import LABELS, MODALITIES, RESULTS_DIR
+from brats_core.config import LABELS, MODALITIES, RESULTS_DIR, check_known_fields
 from brats_core.errors import BratsError
-from Deep_Learning_Model.model import ARCHS, ModelConfig, check_known_fields
+from Deep_Learning_Model.model import ARCHS, ModelConfig
 from Deep_Learning_Model.training.losses import DICE_GROUPS
 
 #: Number of MRI modalities per slice (t1, t1ce, t2, flair).
@@ -192,7 +192,7 @@ PRESETS: dict[str, dict] = {
         "oversample": None,
         "augment": None,
     },
-    # Training on a 2-core CPU: short epochs so validation and checkpoints come every couple of minutes.
+    # Training on a 2-core CPU: short epochs so validation and training state come every couple of minutes.
     "cpu-fast": {"epochs": 30, "max_steps_per_epoch": 100, "warmup_epochs": 0.5, "workers": 1},
 }
 

@@ -1,4 +1,4 @@
-"""The training loop: epochs of optimiser steps, validation, per-epoch log and checkpoints, resume, export.
+"""The training loop: epochs of optimiser steps, validation, per-epoch log and training state, resume, export.
 
 Rank 0 alone validates, logs and writes files; the other ranks wait at a barrier at the end of each epoch.
 An epoch is ``min(one pass over the training slices, cfg.max_steps_per_epoch)`` steps of ``batch_size`` slices
@@ -31,7 +31,6 @@ from brats_core.errors import BratsError
 from brats_core.files import atomic_path
 from Deep_Learning_Model.export import save_export
 from Deep_Learning_Model.model import build_model, count_parameters
-from Deep_Learning_Model.training.checkpoint import load_checkpoint, save_checkpoint
 from Deep_Learning_Model.training.config import TrainConfig
 from Deep_Learning_Model.training.data import TrainingData
 from Deep_Learning_Model.training.distributed import DistContext, all_gather_ints, all_reduce_sum, barrier
@@ -40,6 +39,7 @@ from Deep_Learning_Model.training.optim import build_optimizer, build_scheduler
 from Deep_Learning_Model.training.precision import Precision, select_precision
 from Deep_Learning_Model.training.runlog import validation_columns, write_json, write_log
 from Deep_Learning_Model.training.sampler import SliceSampler
+from Deep_Learning_Model.training.state import load_training_state, save_training_state
 from Deep_Learning_Model.training.validation import validate
 
 #: Progress-bar loss refresh interval (each refresh synchronises with the device).
@@ -150,7 +150,7 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------------ state
     def state_dict(self) -> dict:
-        """Everything a checkpoint holds (see :mod:`Deep_Learning_Model.training.checkpoint`)."""
+        """Everything a training state holds (see :mod:`Deep_Learning_Model.training.state`)."""
         return {
             "epoch": self.epoch,
             "global_step": self.global_step,
@@ -165,7 +165,7 @@ class Trainer:
         }
 
     def load_state_dict(self, state: dict) -> None:
-        """Continue from a checkpoint written by :meth:`state_dict` (same model, optimiser and schedule)."""
+        """Continue from a training state written by :meth:`state_dict` (same model, optimiser and schedule)."""
         self.net.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -250,7 +250,7 @@ class Trainer:
             )
 
     def _end_epoch(self, row: dict, last_epoch: int) -> None:
-        """Rank 0: validate when due (always at ``last_epoch``), track the best model, write log and checkpoints."""
+        """Rank 0: validate when due (always at ``last_epoch``), track the best model, write log and training state."""
         cfg, epoch = self.cfg, row["epoch"]
         metrics = None
         if self.data.val and (epoch % cfg.val_every == 0 or epoch == last_epoch):
@@ -263,7 +263,7 @@ class Trainer:
             self.best = {"epoch": epoch, "mean_dice": None, "metrics": None}
         self.history.append(row)
         write_log(self.out_dir / "log.csv", self.history)
-        last = save_checkpoint(self.out_dir / "last.pt", self.state_dict())
+        last = save_training_state(self.out_dir / "last.pt", self.state_dict())
         if self.best["epoch"] == epoch:
             with atomic_path(self.out_dir / "best.pt") as tmp:
                 shutil.copyfile(last, tmp)
@@ -285,8 +285,8 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------------ outputs
     def export(self, info: dict) -> Path:
-        """Rank 0: write the inference export (fp16 weights + configs) of the best checkpoint's model."""
-        best = load_checkpoint(self.out_dir / "best.pt")
+        """Rank 0: write the inference export (fp16 weights + configs) of the best epoch's model."""
+        best = load_training_state(self.out_dir / "best.pt")
         model = build_model(self.model_config)
         model.load_state_dict(best["model"])
         metrics = self.best["metrics"] or {}

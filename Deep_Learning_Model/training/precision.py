@@ -1,6 +1,6 @@
 """Device and numeric precision of a training run: autocast dtype, gradient scaler, memory layout.
 
-The autocast dtype is the predictor's (:func:`Deep_Learning_Model.predictor.autocast_dtype`):
+The autocast dtype is inference's too (:func:`brats_core.device.autocast_dtype`):
 
 - CUDA: bf16 autocast when the GPU supports it (no scaler needed), else fp16 autocast with a ``GradScaler``.
 - CPU: bf16 autocast when oneDNN has native bf16 kernels (AVX512-BF16/AMX), else fp32.
@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import torch
 
+from brats_core.device import autocast_dtype, resolve_device
 from brats_core.errors import BratsError
-from Deep_Learning_Model.predictor import autocast_dtype, resolve_device
 from Deep_Learning_Model.training.distributed import DistContext
 
 

@@ -1,4 +1,4 @@
-"""Files a run writes besides checkpoints: the per-epoch ``log.csv`` and JSON documents."""
+"""Files a run writes besides its training state: the per-epoch ``log.csv`` and JSON documents."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 from brats_core.config import REGIONS
 from brats_core.files import atomic_path
-from Deep_Learning_Model.export import plain_data
+from Deep_Learning_Model.serialization import plain_data
 
 #: Columns of ``log.csv``, one row per epoch; validation columns are empty in epochs without validation.
 LOG_COLUMNS: tuple[str, ...] = (
@@ -27,7 +27,7 @@ def validation_columns(metrics: dict) -> dict[str, float]:
 
 
 def write_log(path: Path, rows: list[dict]) -> None:
-    """(Re)write ``log.csv`` from the run's history (so a resumed run's log matches its checkpoint)."""
+    """(Re)write ``log.csv`` from the run's history (so a resumed run's log matches its training state)."""
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=LOG_COLUMNS, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()

@@ -36,7 +36,7 @@ def validate(model: nn.Module, entries: list[CacheEntry], device: torch.device, 
 
     ``amp`` is the run's setting: the predictor's autocast, the same dtype as training, or fp32.
 
-    ``mean_dice`` (mean over WT, TC and ET of the per-region mean Dice) selects the best checkpoint; ``cases``
+    ``mean_dice`` (mean over WT, TC and ET of the per-region mean Dice) selects the best epoch; ``cases``
     maps each case id to its full region metrics.
     """
     was_training = model.training

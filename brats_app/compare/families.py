@@ -33,7 +33,7 @@ def train_naive(names: list[str], job: TrainJob) -> Trained:
 
     segmenter = NaiveMeanSegmenter.fit(load_case(files) for files in job.train_files)
     segmenter.save(job.out_dir / "naive" / "naive.npz")
-    return {"naive": (segmenter, segmenter.fit_seconds)}
+    return {"naive": (segmenter, segmenter.provenance.train_seconds)}
 
 
 def train_ml(names: list[str], job: TrainJob) -> Trained:

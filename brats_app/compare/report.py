@@ -16,7 +16,7 @@ from brats_core.figures import case_figure, dice_plot
 
 LEGACY_LABEL = "legacy slice score (original project's metric; not comparable)"
 #: The seed project's headline numbers (its own data, metric and split) and the row each one names.
-SEED_NUMBERS: dict[str, float] = {"naive": 56.39, "ensemble": 58.21, "unet": 64.79, "sspp": 85.37}
+SEED_NUMBERS: dict[str, float] = {name: s.seed_score for name, s in REGISTRY.items() if s.seed_score is not None}
 SEED_WHY = (
     "The seed's numbers are not comparable with ours or with each other: they came from three different "
     "datasets, from a metric that averaged the background Dice into every score and scored tumour-free slices 1 "

@@ -14,7 +14,7 @@ from tqdm import tqdm
 from brats_app.registry import REGISTRY, families, load_segmenter, resolve
 from brats_core.cases import CaseFiles, load_case
 from brats_core.errors import BratsError
-from brats_core.evaluation import Segmenter, evaluate_case, timed_predict, write_reports
+from brats_core.evaluation import Segmenter, segment_case, write_reports
 from brats_core.figures import largest_tumour_slice
 
 #: Files the harness writes per model; cleared before a run so that a failed model leaves no stale report.
@@ -132,13 +132,13 @@ def _predict(runs: dict[str, ModelRun], test_files: list[CaseFiles], out_dir: Pa
         live = [run for run in runs.values() if run.error is None]
         for run in tqdm(live, desc=case.case_id, unit="model", leave=False):
             try:
-                labels, seconds = timed_predict(run.segmenter, case)
+                done = segment_case(run.segmenter, case)
             except Exception as exc:  # noqa: BLE001 - the model's row reports it; the others go on
                 run.fail(f"prediction of case '{case.case_id}'", exc, out_dir / run.name)
                 continue
-            run.rows.append({**evaluate_case(labels, case), "predict_seconds": seconds})
+            run.rows.append({**done.scores, "predict_seconds": done.seconds})
             if keep:
-                sample.predictions[run.name] = labels[..., z].copy()
+                sample.predictions[run.name] = done.labels[..., z].copy()
     return sample
 
 

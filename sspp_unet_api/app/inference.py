@@ -20,13 +20,11 @@ import anyio.to_thread
 import numpy as np
 
 from brats_app import registry
-from brats_core.cases import CaseFiles, load_case
+from brats_core.cases import CaseFiles
 from brats_core.config import REGIONS
 from brats_core.errors import BratsError, CheckpointError
-from brats_core.evaluation import Segmenter, check_prediction
+from brats_core.evaluation import Segmenter, segment_case
 from brats_core.labels import labels_to_regions
-from brats_core.metrics import region_metrics
-from brats_core.nifti import save_labels
 from sspp_unet_api.app.config import Settings
 from sspp_unet_api.app.memory import trimmed
 
@@ -41,13 +39,11 @@ class ServiceBusy(Exception):
         self.retry_after = retry_after
 
 
-def resolve_device(device: str) -> str:
-    """``auto`` -> ``cuda`` when a GPU is usable, else ``cpu``."""
-    if device != "auto":
-        return device
-    import torch
+def _auto_device() -> str:
+    """The device ``auto`` means here (:func:`brats_core.device.resolve_device`; imports torch, so off the loop)."""
+    from brats_core.device import resolve_device
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    return str(resolve_device("auto"))
 
 
 class InferenceService:
@@ -98,7 +94,7 @@ class InferenceService:
         """Create the slots and load every allowed model once (call from the running event loop)."""
         self._slots = anyio.Semaphore(self.settings.max_concurrent_inferences)
         if self.device == "auto":
-            self.device = await anyio.to_thread.run_sync(resolve_device, self.device)
+            self.device = await anyio.to_thread.run_sync(_auto_device)
         for name in self.settings.allowed_models:
             if name not in self._models:
                 await anyio.to_thread.run_sync(self._load, name)
@@ -148,26 +144,20 @@ def predict_case(segmenter: Segmenter, files: CaseFiles, out_path: Path) -> dict
     memory (a one-shot request therefore reads its files twice: validation at upload, then here).
     """
     start = time.perf_counter()
-    case = load_case(files)
-    model_start = time.perf_counter()
-    labels = check_prediction(segmenter.predict(case), case.shape, f"model {segmenter.name!r}")
-    runtime = time.perf_counter() - model_start
-    save_labels(labels, case.affine, out_path)
+    done = segment_case(segmenter, files, out_path)
+    case, scores = done.case, done.scores
     voxel_ml = float(np.prod(case.spacing)) / 1000.0
-    counts = np.count_nonzero(labels_to_regions(labels), axis=(1, 2, 3))
+    counts = np.count_nonzero(labels_to_regions(done.labels), axis=(1, 2, 3))
     volumes = {region: int(count) * voxel_ml for region, count in zip(REGIONS, counts, strict=True)}
     metrics = None
-    if case.seg is not None:
-        metrics = {
-            region: {"dice": m["dice"], "hd95_mm": m["hd95"], "sensitivity": m["sensitivity"],
-                     "specificity": m["specificity"]}
-            for region, m in region_metrics(labels, case.seg, case.spacing).items()
-        }
+    if scores is not None:
+        names = {"dice": "dice", "hd95_mm": "hd95", "sensitivity": "sensitivity", "specificity": "specificity"}
+        metrics = {region: {ours: scores[f"{region}_{theirs}"] for ours, theirs in names.items()} for region in REGIONS}
     return {
         "shape": list(case.shape),
         "spacing_mm": [float(s) for s in case.spacing],
         "volumes_ml": volumes,
         "metrics": metrics,
-        "runtime_seconds": runtime,
+        "runtime_seconds": done.seconds,
         "total_seconds": time.perf_counter() - start,
     }

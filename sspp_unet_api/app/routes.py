@@ -8,8 +8,6 @@ worker threads. On the event loop the disk sees only the small JSON records and 
 from __future__ import annotations
 
 import hmac
-import shutil
-import time
 from datetime import datetime, timezone
 from typing import Literal
 
@@ -23,7 +21,6 @@ from pydantic import ValidationError
 from starlette.requests import ClientDisconnect
 
 from brats_core import __version__
-from brats_core.errors import BratsError
 from sspp_unet_api.app.config import Settings
 from sspp_unet_api.app.inference import InferenceService, ServiceBusy, predict_case
 from sspp_unet_api.app.memory import trimmed
@@ -38,8 +35,8 @@ from sspp_unet_api.app.schemas import (
     UploadResponse,
 )
 from sspp_unet_api.app.spool import DiskBudgetExceeded, ingest_spooled, spool_form
-from sspp_unet_api.app.storage import SEGMENTATION, NotFoundError, Storage, shown_id
-from sspp_unet_api.app.uploads import case_files, ingest
+from sspp_unet_api.app.storage import SEGMENTATION, NotFoundError, Storage
+from sspp_unet_api.app.uploads import ingest
 
 #: Concurrent upload validations (each loads its cases fully) and overlay renderings, in worker threads.
 FILE_WORK_LIMIT = 4
@@ -249,29 +246,14 @@ async def _predict(request: Request, body: PredictRequest) -> PredictionResponse
     settings, storage, service = _settings(request), _storage(request), _service(request)
     model = body.model or settings.model
     segmenter = service.model(model)
-    record = storage.touch(body.upload_id)
-    cases = {c["case_id"]: c for c in record["cases"]}
-    if body.case_id is None and len(cases) > 1:
-        raise BratsError(f"upload holds {len(cases)} cases; name one in case_id: {', '.join(cases)}")
-    case_id = body.case_id if body.case_id is not None else next(iter(cases))
-    if case_id not in cases:
-        raise NotFoundError(f"case {shown_id(case_id)} is not in upload {body.upload_id}")
-    folder = storage.upload_dir(body.upload_id)
-    files = case_files(cases[case_id], folder)
-    prediction_id, out_dir = storage.create_prediction(body.upload_id)
-
+    pending = storage.begin_prediction(body.upload_id, body.case_id)
     try:
-        result = await service.run(predict_case, segmenter, files, out_dir / SEGMENTATION)
+        result = await service.run(predict_case, segmenter, pending.files, pending.segmentation)
     except BaseException:
-        shutil.rmtree(out_dir, ignore_errors=True)
-        if not folder.exists():
-            raise NotFoundError(f"upload {body.upload_id} was deleted during the prediction") from None
+        storage.abandon_prediction(pending)
         raise
-    prediction = {"prediction_id": prediction_id, "upload_id": body.upload_id, "case_id": case_id, "model": model,
-                  "device": service.device, "image": cases[case_id]["images"]["flair"], "created_at": time.time(),
-                  **result}
-    storage.commit_prediction(out_dir, prediction)
-    return _prediction_response(request, prediction, storage.upload(body.upload_id)["expires_at"])
+    record, expires_at = storage.commit_prediction(pending, {"model": model, "device": service.device, **result})
+    return _prediction_response(request, record, expires_at)
 
 
 @router.get("/predictions/{prediction_id}", response_model=PredictionResponse, summary="A prediction's results",

@@ -19,9 +19,13 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
+from brats_core.cases import CaseFiles
+from brats_core.errors import BratsError
 from brats_core.files import atomic_path
+from sspp_unet_api.app.uploads import case_files
 
 RECORD = "upload.json"
 PREDICTION_RECORD = "prediction.json"
@@ -30,6 +34,24 @@ SEGMENTATION = "segmentation.nii.gz"
 
 class NotFoundError(LookupError):
     """An upload or prediction id that is malformed, unknown, deleted or expired."""
+
+
+@dataclass(frozen=True)
+class PendingPrediction:
+    """A prediction begun by :meth:`Storage.begin_prediction`: the case to segment and where its files go."""
+
+    prediction_id: str
+    upload_id: str
+    case_id: str
+    #: The case's files inside the upload's folder.
+    files: CaseFiles
+    #: The image the overlay is drawn on, relative to the upload's folder.
+    image: str
+    folder: Path
+
+    @property
+    def segmentation(self) -> Path:
+        return self.folder / SEGMENTATION
 
 
 def new_id() -> str:
@@ -130,8 +152,33 @@ class Storage:
             raise NotFoundError(f"upload {upload_id} not found (unknown, deleted or expired)") from None
         return prediction_id, predictions / prediction_id
 
-    def commit_prediction(self, folder: Path, record: dict) -> None:
-        _write_json(folder / PREDICTION_RECORD, record)
+    def begin_prediction(self, upload_id: str, case_id: str | None) -> PendingPrediction:
+        """Extend a live upload's life, pick its case ``case_id`` (may be None when it holds one case) and
+        create the prediction's folder. Unknown upload or case: :class:`NotFoundError`."""
+        record = self.touch(upload_id)
+        cases = {c["case_id"]: c for c in record["cases"]}
+        if case_id is None and len(cases) > 1:
+            raise BratsError(f"upload holds {len(cases)} cases; name one in case_id: {', '.join(cases)}")
+        case_id = case_id if case_id is not None else next(iter(cases))
+        if case_id not in cases:
+            raise NotFoundError(f"case {shown_id(case_id)} is not in upload {upload_id}")
+        files = case_files(cases[case_id], self._folder(upload_id))
+        prediction_id, out_dir = self.create_prediction(upload_id)
+        return PendingPrediction(prediction_id, upload_id, case_id, files, cases[case_id]["images"]["flair"], out_dir)
+
+    def abandon_prediction(self, pending: PendingPrediction) -> None:
+        """Remove a prediction that failed; :class:`NotFoundError` if its upload was deleted meanwhile."""
+        shutil.rmtree(pending.folder, ignore_errors=True)
+        if not self._folder(pending.upload_id).exists():
+            raise NotFoundError(f"upload {pending.upload_id} was deleted during the prediction")
+
+    def commit_prediction(self, pending: PendingPrediction, result: dict) -> tuple[dict, float]:
+        """Record a finished prediction (``result``: model, device, metrics...); returns the record and the
+        upload's expiry."""
+        record = {"prediction_id": pending.prediction_id, "upload_id": pending.upload_id,
+                  "case_id": pending.case_id, "image": pending.image, "created_at": self.clock(), **result}
+        _write_json(pending.folder / PREDICTION_RECORD, record)
+        return record, self.upload(pending.upload_id)["expires_at"]
 
     def prediction(self, prediction_id: str) -> tuple[dict, Path]:
         """The record and folder of a prediction whose upload is live."""

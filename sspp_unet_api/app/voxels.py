@@ -36,7 +36,7 @@ def check_voxels(cases: list[CaseFiles], per_volume: int, per_case: int) -> None
             shape, voxels = found
             if voxels > per_volume:
                 raise BratsError(
-                    f"{path}: image of shape {'x'.join(map(str, shape))} has {voxels:,} voxels; at most "
+                    f"{case.display(path)}: image of shape {'x'.join(map(str, shape))} has {voxels:,} voxels; at most "
                     f"{per_volume:,} per volume are accepted (BRATS_MAX_VOXELS_PER_VOLUME)"
                 )
             total += voxels
