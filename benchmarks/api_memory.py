@@ -53,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit-mib", type=float, default=50.0, help="largest accepted growth (MiB)")
     parser.add_argument("--mode", choices=("json", "client"), default="json", help="what one round is (see above)")
     parser.add_argument("--pause", type=float, default=0.0, help="seconds between rounds (idle server)")
+    parser.add_argument("--no-release", action="store_true",
+                        help="serve with BRATS_RELEASE_MEMORY=0 (no arena cap, no malloc_trim), for comparison")
     parser.add_argument("--quick", action="store_true", help="10 predictions after 2 warm-up (make bench --quick)")
     args = parser.parse_args(argv)
     if args.quick:
@@ -63,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
         shipped = SHIPPED_CHECKPOINT.is_file()
         checkpoint = SHIPPED_CHECKPOINT if shipped else write_random_export(tmp / "sspp.pt", ModelConfig())
         env = {"BRATS_CHECKPOINT": str(checkpoint), "BRATS_DATA_DIR": str(tmp / "data"), "BRATS_DEVICE": "cpu",
-               "BRATS_QUEUE_TIMEOUT_SECONDS": "600", "OMP_NUM_THREADS": str(args.threads)}
+               "BRATS_QUEUE_TIMEOUT_SECONDS": "600", "OMP_NUM_THREADS": str(args.threads),
+               "BRATS_RELEASE_MEMORY": "0" if args.no_release else "1"}
         process, url = serve(env, tmp / "server.log", brats_serve=[])
         series: list[float] = []
         try:
@@ -102,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         "weights": "shipped" if shipped else "random",
         "case": "sample_case.zip (240x240x155)",
         "mode": args.mode,
+        "release_memory": not args.no_release,
         "server_threads": args.threads,
         "warmup": args.warmup,
         "predictions": args.predictions,

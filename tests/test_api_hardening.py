@@ -174,3 +174,31 @@ def test_cleanup_of_a_partial_extraction_never_raises(tmp_path: Path) -> None:
     kept.write_bytes(b"x")
     _remove([tmp_path / ("L" * 300), tmp_path / "missing", kept])
     assert not kept.exists()
+
+
+# ------------------------------------------------------------------------------------------------ memory
+def test_memory_is_released_after_each_task_even_on_failure(monkeypatch: pytest.MonkeyPatch) -> None:
+    from sspp_unet_api.app import memory
+
+    assert memory.configure_allocator(True) is True  # glibc takes the arena cap (Linux)
+    released: list[int] = []
+    monkeypatch.setattr(memory, "release_memory", lambda: released.append(1))
+
+    def fails() -> None:
+        raise RuntimeError("boom")
+
+    assert memory.trimmed(lambda x: x + 1)(1) == 2
+    with pytest.raises(RuntimeError):
+        memory.trimmed(fails)()
+    assert released == [1, 1]
+
+
+def test_release_memory_can_be_turned_off(tmp_path: Path) -> None:
+    from sspp_unet_api.app import memory
+    from sspp_unet_api.app.config import Settings
+
+    assert Settings.from_env({"BRATS_RELEASE_MEMORY": "0"}).release_memory is False
+    assert memory.configure_allocator(False) is False and memory._enabled is False
+    memory.configure_allocator(True)
+    with pytest.raises(Exception, match="BRATS_RELEASE_MEMORY"):
+        Settings.from_env({"BRATS_RELEASE_MEMORY": "maybe"})

@@ -61,6 +61,8 @@ class Settings:
     workers: int = 1
     #: Delete every upload when the server shuts down cleanly (``make demo``).
     purge_on_exit: bool = False
+    #: Cap malloc arenas and trim them after each prediction, upload and overlay (``memory.py``).
+    release_memory: bool = True
 
     def __post_init__(self) -> None:
         if self.model not in self.allowed_models:

@@ -98,7 +98,7 @@ def create_app(settings: Settings | None = None, segmenter: Segmenter | None = N
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         try:
-            configure_allocator()
+            configure_allocator(settings.release_memory)
             app.state.storage = Storage(settings.data_dir, settings.ttl_seconds)
             await sweep_at_startup(app.state.storage)
             await service.start()
