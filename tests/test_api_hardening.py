@@ -202,3 +202,10 @@ def test_release_memory_can_be_turned_off(tmp_path: Path) -> None:
     memory.configure_allocator(True)
     with pytest.raises(Exception, match="BRATS_RELEASE_MEMORY"):
         Settings.from_env({"BRATS_RELEASE_MEMORY": "maybe"})
+
+
+def test_brats_serve_refuses_zero_workers(capsys: pytest.CaptureFixture[str]) -> None:
+    from sspp_unet_api.app.main import main
+
+    assert main(["--workers", "0"]) == 2
+    assert "--workers must be at least 1" in capsys.readouterr().err
