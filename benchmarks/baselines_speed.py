@@ -1,7 +1,7 @@
 """Speed of the baselines: predict time per 240x240x155 case per model, and fit time of naive and all four ML
 models on the split's training cases, pinned to ``--cores`` CPU cores (targets: 10 s a case, 10 min to fit).
 
-    python benchmarks/baselines_speed.py               # shipped artifacts, split test cases, with fit timing
+    python benchmarks/baselines_speed.py               # shipped checkpoints, split test cases, with fit timing
     python benchmarks/baselines_speed.py --skip-fit    # predict times only
 
 Uses ``../shared/data/brats_dev`` and ``splits/brats_dev.json``; without them, synthetic 240x240x155 cases

@@ -36,7 +36,7 @@ def cache_dir() -> Path:
 
 @dataclass(frozen=True)
 class PreprocessConfig:
-    """Parameters of :func:`brats_core.preprocessing.preprocess`; part of every cache key and artifact."""
+    """Parameters of :func:`brats_core.preprocessing.preprocess`; part of every cache key and checkpoint."""
 
     #: In-plane size of the resized crop (square); ``None`` keeps the native crop size.
     size: int | None = 128

@@ -132,7 +132,7 @@ def evaluate_segmenter(
     """Predict, check, optionally save and score every case; write the reports and return the summary.
 
     ``predict`` is timed per case (``predict_seconds``). A case without a segmentation raises BratsError.
-    ``extra`` (e.g. the model's ``fit_seconds`` and artifact) goes into the summary (:func:`write_reports`).
+    ``extra`` (e.g. the model's ``fit_seconds`` and checkpoint) goes into the summary (:func:`write_reports`).
     """
     rows = []
     for files in tqdm(cases, desc=f"evaluate {segmenter.name}", unit="case", disable=not progress):
@@ -188,7 +188,7 @@ def write_reports(
 
     The summary holds ``title``, ``n_cases``, per region and metric ``{"mean", "sd", "median"}`` (e.g.
     ``summary["WT"]["dice"]["mean"]``), the same for ``legacy``, ``predict_seconds_mean`` when timed, then the
-    JSON-serialisable ``extra`` items (a record of the model, such as its ``fit_seconds`` and artifact), which
+    JSON-serialisable ``extra`` items (a record of the model, such as its ``fit_seconds`` and checkpoint), which
     may not replace a key of the summary's own (ValueError).
     """
     if not rows:

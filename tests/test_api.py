@@ -206,7 +206,7 @@ def test_model_field_picks_an_allowed_model(
             assert refused.status_code == 422 and "not served" in refused.json()["detail"]
 
 
-def test_models_with_pickled_artifacts_are_never_served(tmp_path: Path, random_export: Path) -> None:
+def test_models_with_pickled_checkpoints_are_never_served(tmp_path: Path, random_export: Path) -> None:
     with pytest.raises(BratsError, match="pickle"):
         create_app(api_settings(tmp_path, random_export, allowed_models=("sspp", "ridge")))
 

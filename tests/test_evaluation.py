@@ -104,10 +104,10 @@ def test_write_reports_timed_single_case_and_empty(tmp_path: Path) -> None:
 
 
 def test_write_reports_merges_extra(tmp_path: Path) -> None:
-    extra = {"fit_seconds": 12.5, "artifact": "naive.npz"}
+    extra = {"fit_seconds": 12.5, "checkpoint": "naive.npz"}
     summary = write_reports([_row("a", 0.5, 3.0, predict_seconds=1.5)], tmp_path / "one", extra=extra)
-    assert summary["fit_seconds"] == 12.5 and summary["artifact"] == "naive.npz" and summary["n_cases"] == 1
-    assert list(summary)[-2:] == ["fit_seconds", "artifact"]  # after the scores
+    assert summary["fit_seconds"] == 12.5 and summary["checkpoint"] == "naive.npz" and summary["n_cases"] == 1
+    assert list(summary)[-2:] == ["fit_seconds", "checkpoint"]  # after the scores
     assert json.loads((tmp_path / "one" / "summary.json").read_text()) == summary
     with pytest.raises(ValueError, match=r"extra keys \['WT', 'predict_seconds_mean'\] would replace"):
         write_reports([_row("a", 0.5, 3.0, predict_seconds=1.5)], tmp_path / "two",
