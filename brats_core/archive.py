@@ -12,6 +12,10 @@ from pathlib import Path
 from brats_core.errors import BratsError
 
 _CHUNK = 1 << 20
+#: Longest name of one file or folder that common file systems hold (ext4, XFS, APFS, NTFS: 255 bytes), and
+#: longest member path accepted (well below PATH_MAX, 4096 on Linux, once the target folder is prepended).
+MAX_NAME_BYTES = 255
+MAX_MEMBER_PATH_BYTES = 1024
 
 
 @dataclass(frozen=True)
@@ -33,8 +37,18 @@ def _is_stray(name: str) -> bool:
     return not parts or "__MACOSX" in parts or parts[-1].startswith(".")
 
 
+def _shown(name: str, limit: int = 80) -> str:
+    """A member name as messages show it: at most ``limit`` characters."""
+    return name if len(name) <= limit else f"{name[:limit]}... ({len(name)} characters)"
+
+
 def _unsafe_reason(info: zipfile.ZipInfo) -> str | None:
     name = info.filename
+    longest = max((len(part.encode("utf-8", "surrogateescape")) for part in name.split("/")), default=0)
+    if longest > MAX_NAME_BYTES:
+        return f"has a file or folder name of {longest} bytes; file systems hold at most {MAX_NAME_BYTES}"
+    if len(name.encode("utf-8", "surrogateescape")) > MAX_MEMBER_PATH_BYTES:
+        return f"is a path of more than {MAX_MEMBER_PATH_BYTES} bytes"
     if "\\" in name:
         return "contains a backslash (Windows path)"
     if name.startswith("/"):
@@ -117,7 +131,7 @@ def _check_members(archive: zipfile.ZipFile, label: str, limits: ZipLimits) -> l
     for info in archive.infolist():
         reason = _unsafe_reason(info)
         if reason:
-            raise BratsError(f"{label}: member '{info.filename}' {reason}; refusing to extract")
+            raise BratsError(f"{label}: member '{_shown(info.filename)}' {reason}; refusing to extract")
         if not info.is_dir() and not _is_stray(info.filename):
             members.append(info)
     if len(members) > limits.max_members:
@@ -144,5 +158,9 @@ def _check_members(archive: zipfile.ZipFile, label: str, limits: ZipLimits) -> l
 
 
 def _remove(paths: list[Path]) -> None:
+    """Best-effort removal of partly extracted files (a failure here must not hide the original error)."""
     for path in paths:
-        path.unlink(missing_ok=True)
+        try:
+            path.unlink(missing_ok=True)
+        except OSError:
+            continue

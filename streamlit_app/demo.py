@@ -23,6 +23,7 @@ from pathlib import Path
 from brats_app.registry import models_of, spec
 from brats_core.config import REPO_ROOT
 from brats_core.errors import BratsError
+from sspp_unet_api.app.cleanup import PURGE_ON_EXIT_ENV
 from sspp_unet_api.app.config import Settings
 from streamlit_app.api_client import API_URL_ENV
 
@@ -185,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     host = _url_host(args.host)
     api_url, ui_url = f"http://{host}:{api_port}", f"http://{host}:{ui_port}"
-    env[API_URL_ENV] = api_url
+    env.update({API_URL_ENV: api_url, **PURGE_ON_EXIT_ENV})  # the demo deletes its uploads on exit
     api_cmd, ui_cmd = _commands(args.host, api_port, ui_port)
 
     def on_signal(signum: int, frame: object) -> None:

@@ -17,6 +17,11 @@
 ``random_unet_export``
     The same for the plain U-Net (``unet.pt``, base width 8), for the tests that serve both deep models.
 
+``server_factory``
+    ``server_factory(**settings)`` starts ``brats serve`` on a loopback port (``BRATS_<NAME>=value`` for each
+    keyword, ``extra=[...]`` options, ``data=`` a shared storage folder) serving ``random_export``; every server
+    is stopped at teardown and must have shut down cleanly.
+
 ``one_torch_thread``
     Limits torch to one thread for the tests of a module (``pytestmark = pytest.mark.usefixtures(...)``),
     restoring the previous count after: the tests share a few CPU cores.
@@ -24,7 +29,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -74,3 +79,18 @@ def one_torch_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture()
+def server_factory(tmp_path: Path, random_export: Path) -> Iterator[Callable[..., object]]:
+    from api_support import Server
+
+    servers: list[Server] = []
+
+    def start(**kwargs: object) -> Server:
+        servers.append(Server(tmp_path, random_export, name=f"server{len(servers)}", **kwargs))
+        return servers[-1]
+
+    yield start
+    results = [(s, s.stop()) for s in servers]
+    assert all(clean for _, clean in results), [s.log.read_text() for s, clean in results if not clean]

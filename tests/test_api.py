@@ -305,7 +305,9 @@ def test_a_prediction_never_recreates_a_deleted_upload(tmp_path: Path) -> None:
 def test_full_storage_refuses_uploads_with_503(
     tmp_path: Path, random_export: Path, two_cases: list[CaseFiles]
 ) -> None:
-    with oracle_client(tmp_path, random_export, max_disk_bytes=1) as client:
+    """An upload counts against the disk limit as it streams in: room for one case here, not for two."""
+    size = sum(p.stat().st_size for p in case_paths(two_cases[0]))
+    with oracle_client(tmp_path, random_export, max_disk_bytes=size * 3 // 2) as client:
         upload(client, two_cases[0])
         refused = client.post("/upload", files=multipart(case_paths(two_cases[1])))
         assert refused.status_code == 503 and int(refused.headers["retry-after"]) >= 1

@@ -276,7 +276,8 @@ def test_bad_files_get_422_with_a_useful_detail(tmp_path: Path, client: TestClie
 def test_malformed_requests_get_4xx(client: TestClient) -> None:
     assert client.post("/upload").status_code == 422
     assert client.post("/upload", json={"files": []}).status_code == 422
-    assert client.post("/predict", content=b"{not json", headers={"Content-Type": "application/json"}).status_code == 422
+    assert_rejected(client.post("/predict", content=b"{not json", headers={"Content-Type": "application/json"}), 400,
+                    "not valid JSON")  # as README says
     assert client.post("/predict", json={}).status_code == 422
     assert client.post("/predict", json={"upload_id": str(uuid.uuid4()), "extra": 1}).status_code == 422
     assert client.post("/predict", json=[1, 2]).status_code == 422

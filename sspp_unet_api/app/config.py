@@ -48,6 +48,21 @@ class Settings:
     cors_origins: tuple[str, ...] = ()
     sample_zip: Path = SAMPLE_ZIP
     log_level: str = "info"
+    #: Limits against slow or greedy clients (see ``guards.py`` and ``server.py``).
+    header_timeout_seconds: float = 10.0
+    body_idle_timeout_seconds: float = 30.0
+    body_timeout_seconds: float = 600.0
+    keep_alive_seconds: int = 5
+    max_connections: int = 100
+    max_header_bytes: int = 16 * 1024
+    #: Voxels of one volume and of all the files of one case, checked from the NIfTI headers.
+    max_voxels_per_volume: int = 256**3
+    max_voxels_per_case: int = 5 * 256**3
+    workers: int = 1
+    #: Delete every upload when the server shuts down cleanly (``make demo``).
+    purge_on_exit: bool = False
+    #: Cap malloc arenas and trim them after each prediction, upload and overlay (``memory.py``).
+    release_memory: bool = True
 
     def __post_init__(self) -> None:
         if self.model not in self.allowed_models:
@@ -56,7 +71,10 @@ class Settings:
             raise BratsError(f"BRATS_DEVICE must be auto, cpu or cuda, got {self.device!r}")
         positive = ("ttl_seconds", "cleanup_interval_seconds", "max_request_bytes", "max_zip_members",
                     "max_uncompressed_bytes", "max_compression_ratio", "max_members_per_case",
-                    "max_cases_per_upload", "max_disk_bytes", "max_concurrent_inferences")
+                    "max_cases_per_upload", "max_disk_bytes", "max_concurrent_inferences",
+                    "header_timeout_seconds", "body_idle_timeout_seconds", "body_timeout_seconds",
+                    "keep_alive_seconds", "max_connections", "max_header_bytes", "max_voxels_per_volume",
+                    "max_voxels_per_case", "workers")
         for name in positive:
             if getattr(self, name) <= 0:
                 raise BratsError(f"setting {name} must be positive, got {getattr(self, name)}")
@@ -107,6 +125,10 @@ def _parse(name: str, raw: str, annotation: str) -> object:
             return float(raw)
     except ValueError:
         raise BratsError(f"{variable}={raw!r} is not a number") from None
+    if annotation == "bool":
+        if raw.lower() not in {"1", "0", "true", "false", "yes", "no"}:
+            raise BratsError(f"{variable}={raw!r} is not a boolean (1/0, true/false, yes/no)")
+        return raw.lower() in {"1", "true", "yes"}
     if annotation == "Path":
         return Path(raw)
     if annotation.startswith("tuple"):

@@ -26,6 +26,7 @@ from brats_core.errors import BratsError, CheckpointError
 from brats_core.evaluation import Segmenter, segment_case
 from brats_core.labels import labels_to_regions
 from sspp_unet_api.app.config import Settings
+from sspp_unet_api.app.memory import trimmed
 
 T = TypeVar("T")
 
@@ -75,7 +76,7 @@ class InferenceService:
         """The loaded segmenter ``name``."""
         if name not in self._models:
             raise BratsError(
-                f"model {name!r} is not served here; choose one of {', '.join(self.settings.allowed_models)}"
+                f"model {name[:64]!r} is not served here; choose one of {', '.join(self.settings.allowed_models)}"
             )
         return self._models[name]
 
@@ -133,7 +134,7 @@ class InferenceService:
     async def run(self, func: Callable[..., T], *args: object) -> T:
         """Run ``func(*args)`` in a worker thread while holding an inference slot."""
         async with self.slot():
-            return await anyio.to_thread.run_sync(func, *args)
+            return await anyio.to_thread.run_sync(trimmed(func), *args)
 
 
 #: Decimals of the numbers in a prediction's JSON: volumes to 0.1 mL, metrics to 4 decimals, times to 1 ms.

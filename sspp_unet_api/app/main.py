@@ -1,6 +1,7 @@
 """The FastAPI application: ``create_app`` factory, module-level ``app`` for uvicorn, and ``main`` to serve it.
 
-Run with ``python sspp_unet_api/app/main.py``, ``uvicorn sspp_unet_api.app.main:app`` or ``brats serve``.
+Run with ``python sspp_unet_api/app/main.py`` or ``brats serve`` (both apply the connection limits of the settings),
+or ``uvicorn sspp_unet_api.app.main:app`` with its own options.
 Importing this module creates nothing; creating the app reads the settings only; models load in the lifespan.
 """
 
@@ -16,15 +17,21 @@ from collections.abc import AsyncIterator
 import anyio
 import anyio.to_thread
 from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 
 from brats_core import __version__
 from brats_core.errors import BratsError
 from brats_core.evaluation import Segmenter
+from sspp_unet_api.app.cleanup import purge_at_shutdown, sweep_at_startup
 from sspp_unet_api.app.config import Settings
+from sspp_unet_api.app.docs import install_docs
+from sspp_unet_api.app.guards import BodyTimeout, RequestGuard
 from sspp_unet_api.app.inference import InferenceService, ServiceBusy
-from sspp_unet_api.app.middleware import BodySizeLimit, StartupErrorMessage
+from sspp_unet_api.app.memory import configure_allocator
+from sspp_unet_api.app.middleware import BodySizeLimit, SecurityHeaders, StartupErrorMessage
 from sspp_unet_api.app.routes import FILE_WORK_LIMIT, public, router
 from sspp_unet_api.app.storage import NotFoundError, Storage
 
@@ -51,6 +58,14 @@ async def _sweep_forever(storage: Storage, interval: float) -> None:
             logger.info("deleted %d expired upload(s)", removed)
 
 
+def _capped(value: object, limit: int = 100) -> object:
+    """A request value echoed in a validation error, cut to ``limit`` characters."""
+    text = value if isinstance(value, str) else None
+    if text is None:
+        return value if len(repr(value)) <= limit else f"{type(value).__name__} ({len(repr(value))} characters)"
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(BratsError)
     async def bad_input(request: Request, exc: BratsError) -> JSONResponse:
@@ -63,6 +78,11 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ServiceBusy)
     async def busy(request: Request, exc: ServiceBusy) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": str(exc.retry_after)})
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [{**e, "input": _capped(e["input"])} if "input" in e else e for e in exc.errors()]
+        return JSONResponse({"detail": jsonable_encoder(errors)}, status_code=422)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
@@ -78,7 +98,9 @@ def create_app(settings: Settings | None = None, segmenter: Segmenter | None = N
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         try:
+            configure_allocator(settings.release_memory)
             app.state.storage = Storage(settings.data_dir, settings.ttl_seconds)
+            await sweep_at_startup(app.state.storage)
             await service.start()
         except (BratsError, OSError) as exc:
             app.state.startup_error = f"cannot start the BraTS segmentation API: {exc}"
@@ -92,16 +114,23 @@ def create_app(settings: Settings | None = None, segmenter: Segmenter | None = N
             sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await sweeper
+            if settings.purge_on_exit:
+                await purge_at_shutdown(app.state.storage)
 
     app = FastAPI(title="BraTS U-Net + SSPP segmentation API", version=__version__, description=DESCRIPTION,
-                  lifespan=lifespan)
+                  lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.settings = settings
     app.state.service = service
     app.state.startup_error = None
     app.include_router(public)
     app.include_router(router)
+    install_docs(app)
     _install_error_handlers(app)
+    # Innermost first: a request meets CORS, the headers, the origin/key guard, the size limit, the timeouts.
+    app.add_middleware(BodyTimeout, idle=settings.body_idle_timeout_seconds, total=settings.body_timeout_seconds)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
+    app.add_middleware(RequestGuard, api_key=settings.api_key, cors_origins=settings.cors_origins)
+    app.add_middleware(SecurityHeaders)
     app.add_middleware(StartupErrorMessage)
     if settings.cors_origins:
         app.add_middleware(
@@ -112,20 +141,35 @@ def create_app(settings: Settings | None = None, segmenter: Segmenter | None = N
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``brats serve [--host H] [--port P]``: serve the app with uvicorn (settings from ``BRATS_*``)."""
+    """``brats serve [--host H] [--port P] [--workers N]``: serve the app with uvicorn (settings from ``BRATS_*``).
+
+    Connection limits and timeouts come from the settings (:func:`~sspp_unet_api.app.server.uvicorn_options`).
+    With several workers each process loads the models and has its own inference slots; all share the storage
+    folder, so any worker serves any upload.
+    """
     import uvicorn
+
+    from sspp_unet_api.app.server import uvicorn_options
 
     parser = argparse.ArgumentParser(prog="brats serve", description="Serve the segmentation API with uvicorn.")
     parser.add_argument("--host", help="interface to bind (default BRATS_HOST or 0.0.0.0)")
     parser.add_argument("--port", type=int, help="TCP port (default BRATS_PORT or 8000)")
+    parser.add_argument("--workers", type=int, help="worker processes (default BRATS_WORKERS or 1)")
+    parser.add_argument("--fd", type=int, help="serve on this inherited listening socket instead (tests, systemd)")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     try:
         settings = Settings.from_env()
+        if args.workers is not None and args.workers < 1:
+            raise BratsError(f"--workers must be at least 1, got {args.workers}")
     except BratsError as exc:
         print(f"brats serve: error: {exc}", file=sys.stderr)
         return 2
-    host, port = args.host or settings.host, args.port or settings.port
-    uvicorn.run(create_app(settings), host=host, port=port, log_level=settings.log_level)
+    workers = args.workers or settings.workers
+    where = {"fd": args.fd} if args.fd is not None else {"host": args.host or settings.host,
+                                                         "port": args.port or settings.port}
+    # Several workers import the app by name, each creating it from the same BRATS_* environment.
+    app = "sspp_unet_api.app.main:app" if workers > 1 else create_app(settings)
+    uvicorn.run(app, workers=workers, **where, **uvicorn_options(settings))
     return 0
 
 

@@ -1,4 +1,4 @@
-"""Pure ASGI middleware: a streamed request-size limit and a readable start-up failure message."""
+"""Pure ASGI middleware: a streamed request-size limit, security headers and a readable start-up failure message."""
 
 from __future__ import annotations
 
@@ -32,10 +32,10 @@ class BodySizeLimit:
             try:
                 too_large = int(declared) > self.max_bytes
             except ValueError:
-                await _send_json(send, 400, "invalid Content-Length header")
+                await send_json(send, 400, "invalid Content-Length header")
                 return
             if too_large:
-                await _send_json(send, 413, BodyTooLarge(self.max_bytes).detail)
+                await send_json(send, 413, BodyTooLarge(self.max_bytes).detail)
                 return
         received = 0
         started = False
@@ -59,7 +59,45 @@ class BodySizeLimit:
         except BodyTooLarge as exc:
             if started:
                 raise
-            await _send_json(send, 413, exc.detail)
+            await send_json(send, 413, exc.detail)
+
+
+#: Headers of every response; HTML pages (the docs) get :data:`HTML_CSP`, everything else :data:`DATA_CSP`.
+COMMON_HEADERS = [(b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer"),
+                  (b"x-frame-options", b"DENY")]
+HTML_CSP = (b"default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
+            b"img-src 'self' data:; worker-src 'self' blob:; connect-src 'self'; object-src 'none'; "
+            b"base-uri 'self'; form-action 'self'; frame-ancestors 'none'")
+DATA_CSP = b"default-src 'none'; frame-ancestors 'none'"
+#: Responses that may be cached: the static assets of the docs. Everything else (results) is ``no-store``.
+CACHEABLE_PREFIX = "/docs-assets/"
+
+
+class SecurityHeaders:
+    """``nosniff``, ``Referrer-Policy``, ``X-Frame-Options``, a CSP with ``frame-ancestors 'none'`` and
+    ``Cache-Control: no-store`` (except on the docs' static assets) on every response."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        cacheable = scope["path"].startswith(CACHEABLE_PREFIX)
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"cache-control"
+                           or cacheable]
+                html = any(k.lower() == b"content-type" and v.startswith(b"text/html") for k, v in headers)
+                headers += [*COMMON_HEADERS, (b"content-security-policy", HTML_CSP if html else DATA_CSP)]
+                if not cacheable:
+                    headers.append((b"cache-control", b"no-store"))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
 
 
 class StartupErrorMessage:
@@ -85,7 +123,8 @@ class StartupErrorMessage:
         await self.app(scope, receive, clean_send)
 
 
-async def _send_json(send: Send, status: int, detail: str) -> None:
+async def send_json(send: Send, status: int, detail: str) -> None:
+    """A JSON ``{"detail": ...}`` response that closes the connection (the body may be unread)."""
     body = json.dumps({"detail": detail}).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                (b"connection", b"close")]

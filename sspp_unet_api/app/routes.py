@@ -13,17 +13,17 @@ from typing import Literal
 
 import anyio
 import anyio.to_thread
-from fastapi import APIRouter, Depends, File, HTTPException, Query, Request, Response, Security, UploadFile
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse
 from fastapi.security import APIKeyHeader
 from pydantic import ValidationError
-from starlette.datastructures import UploadFile as StarletteUploadFile
+from starlette.requests import ClientDisconnect
 
 from brats_core import __version__
-from brats_core.errors import BratsError
 from sspp_unet_api.app.config import Settings
 from sspp_unet_api.app.inference import InferenceService, ServiceBusy, predict_case
+from sspp_unet_api.app.memory import trimmed
 from sspp_unet_api.app.overlay import render_overlay
 from sspp_unet_api.app.schemas import (
     CaseInfo,
@@ -34,6 +34,7 @@ from sspp_unet_api.app.schemas import (
     PredictRequest,
     UploadResponse,
 )
+from sspp_unet_api.app.spool import DiskBudgetExceeded, ingest_spooled, spool_form
 from sspp_unet_api.app.storage import SEGMENTATION, NotFoundError, Storage
 from sspp_unet_api.app.uploads import ingest
 
@@ -80,6 +81,12 @@ def _utc(timestamp: float) -> datetime:
     return datetime.fromtimestamp(timestamp, tz=timezone.utc)
 
 
+@public.head("/", include_in_schema=False)
+async def health_head() -> Response:
+    """For load balancers' health checks: 200 with no body."""
+    return Response(status_code=200, media_type="application/json")
+
+
 @public.get("/", response_model=Health, summary="Health and the served model")
 async def health(request: Request) -> Health:
     settings, service = _settings(request), _service(request)
@@ -99,32 +106,49 @@ def _upload_response(record: dict) -> UploadResponse:
     return UploadResponse(upload_id=record["upload_id"], cases=cases, expires_at=_utc(record["expires_at"]))
 
 
-async def _create_upload(request: Request, files: list[StarletteUploadFile]) -> dict:
-    """Validate and store uploaded files as a new upload; nothing is kept when they are rejected."""
+async def _create_upload(request: Request, max_fields: int) -> tuple[dict, dict[str, str]]:
+    """Stream a multipart body into a new upload's folder, validate and store it; returns the record and the
+    form's text fields. Nothing is kept when the files are rejected or the client disconnects."""
     settings, storage = _settings(request), _storage(request)
-    used = await anyio.to_thread.run_sync(storage.usage_bytes)
-    if used > settings.max_disk_bytes:
-        raise ServiceBusy("the server's upload storage is full; retry when older uploads have expired",
-                          max(1, int(settings.cleanup_interval_seconds)))
+    if request.headers.get("content-type", "").split(";")[0].strip().lower() != "multipart/form-data":
+        raise HTTPException(422, "send the files as multipart/form-data in the field 'files'")
+    full = ServiceBusy("the server's upload storage is full; retry when older uploads have expired",
+                       max(1, int(settings.cleanup_interval_seconds)))
+    budget = settings.max_disk_bytes - await anyio.to_thread.run_sync(storage.usage_bytes)
+    if budget <= 0 or int(request.headers.get("content-length") or 0) > budget:
+        raise full
     upload_id, folder = storage.create_upload()
     try:
-        sources = [(f.filename, f.file) for f in files]
-        cases = await anyio.to_thread.run_sync(ingest, sources, folder, settings, limiter=_limiter(request))
-        return storage.commit_upload(upload_id, cases)
+        form = await spool_form(request, folder / "spool", max_files=settings.max_members_per_case,
+                                max_fields=max_fields, budget=budget)
+        cases = await anyio.to_thread.run_sync(trimmed(ingest_spooled), form, folder, ingest, settings,
+                                               limiter=_limiter(request))
+        return storage.commit_upload(upload_id, cases), form.fields
+    except DiskBudgetExceeded:
+        storage.discard(upload_id)
+        raise full from None
+    except ClientDisconnect:
+        storage.discard(upload_id)
+        raise HTTPException(400, "the client disconnected before the body was complete") from None
     except BaseException:
         storage.discard(upload_id)
         raise
 
 
+_FILES_SCHEMA = {"type": "array", "items": {"type": "string", "format": "binary"},
+                 "description": "one .zip (one or more cases) or the 4-5 .nii/.nii.gz files of a case"}
+_UPLOAD_BODY = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+    "type": "object", "required": ["files"], "properties": {"files": _FILES_SCHEMA}}}}}}
+
+
 @router.post(
     "/upload", status_code=201, response_model=UploadResponse, summary="Upload one .zip or the NIfTI files of a case",
     responses={413: _error("request too large"), 422: _error("invalid files"), 503: _error("storage full")},
+    openapi_extra=_UPLOAD_BODY,
 )
-async def upload(
-    request: Request,
-    files: list[UploadFile] = File(description="one .zip (one or more cases) or the 4-5 .nii/.nii.gz files of a case"),
-) -> UploadResponse:
-    return _upload_response(await _create_upload(request, files))
+async def upload(request: Request) -> UploadResponse:
+    record, _ = await _create_upload(request, max_fields=0)
+    return _upload_response(record)
 
 
 @router.get("/uploads/{upload_id}", response_model=UploadResponse, summary="The cases of an upload",
@@ -150,8 +174,7 @@ _PREDICT_BODY = {
                     "type": "object",
                     "required": ["files"],
                     "properties": {
-                        "files": {"type": "array", "items": {"type": "string", "format": "binary"},
-                                  "description": "one-shot: the NIfTI files (or a .zip) of one case"},
+                        "files": {**_FILES_SCHEMA, "description": "one-shot: the NIfTI files (or a .zip) of one case"},
                         "case_id": {"type": "string"},
                         "model": {"type": "string"},
                     },
@@ -180,25 +203,13 @@ async def _predict_request(request: Request) -> tuple[PredictRequest, bool]:
         try:
             return PredictRequest.model_validate_json(await _json_body(request)), False
         except ValidationError as exc:
+            if any(error["type"] == "json_invalid" for error in exc.errors()):
+                raise HTTPException(400, "the body is not valid JSON") from None
             raise RequestValidationError(exc.errors(include_url=False, include_context=False)) from None
     if content_type == "multipart/form-data":
-        settings = _settings(request)
-        try:
-            form = await request.form(max_files=settings.max_members_per_case, max_fields=8)
-        except HTTPException:
-            raise
-        except Exception as exc:  # python-multipart raises several types for malformed bodies
-            raise HTTPException(400, f"malformed multipart body: {exc}") from None
-        try:
-            files = [v for v in form.getlist("files") if isinstance(v, StarletteUploadFile)]
-            fields = {k: form.get(k) for k in ("case_id", "model")}
-            if any(v is not None and not isinstance(v, str) for v in fields.values()):
-                raise BratsError("form fields case_id and model must be text")
-            record = await _create_upload(request, files)
-        finally:
-            await form.close()
-        body = PredictRequest(upload_id=record["upload_id"], case_id=fields["case_id"] or None,
-                              model=fields["model"] or None)
+        record, fields = await _create_upload(request, max_fields=8)
+        body = PredictRequest(upload_id=record["upload_id"], case_id=fields.get("case_id") or None,
+                              model=fields.get("model") or None)
         return body, True
     raise HTTPException(415, "send JSON {\"upload_id\": ..., \"case_id\": ..., \"model\": ...} or multipart "
                              "'files' of one case")
@@ -283,7 +294,7 @@ async def overlay(
         image = storage.upload_dir(record["upload_id"]) / record["image"]
         return render_overlay(image, folder / SEGMENTATION, axis, index)
 
-    png = await anyio.to_thread.run_sync(render, limiter=_limiter(request))
+    png = await anyio.to_thread.run_sync(trimmed(render), limiter=_limiter(request))
     return Response(png, media_type="image/png")
 
 

@@ -68,6 +68,11 @@ def is_valid_id(value: str) -> bool:
     return parsed.version == 4 and str(parsed) == value
 
 
+def shown_id(value: str, limit: int = 64) -> str:
+    """A client-given id as error messages echo it: quoted, at most ``limit`` characters."""
+    return repr(value if len(value) <= limit else f"{value[:limit]}...")
+
+
 def _write_json(path: Path, data: dict) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(data, indent=1))
@@ -156,7 +161,7 @@ class Storage:
             raise BratsError(f"upload holds {len(cases)} cases; name one in case_id: {', '.join(cases)}")
         case_id = case_id if case_id is not None else next(iter(cases))
         if case_id not in cases:
-            raise NotFoundError(f"case {case_id!r} is not in upload {upload_id}")
+            raise NotFoundError(f"case {shown_id(case_id)} is not in upload {upload_id}")
         files = case_files(cases[case_id], self._folder(upload_id))
         prediction_id, out_dir = self.create_prediction(upload_id)
         return PendingPrediction(prediction_id, upload_id, case_id, files, cases[case_id]["images"]["flair"], out_dir)
@@ -178,7 +183,7 @@ class Storage:
     def prediction(self, prediction_id: str) -> tuple[dict, Path]:
         """The record and folder of a prediction whose upload is live."""
         if not is_valid_id(prediction_id):
-            raise NotFoundError(f"prediction {prediction_id!r} not found")
+            raise NotFoundError(f"prediction {shown_id(prediction_id)} not found")
         for folder in self.root.glob(f"*/predictions/{prediction_id}"):
             record = _read_json(folder / PREDICTION_RECORD)
             if record is not None:
@@ -219,5 +224,5 @@ class Storage:
 
     def _folder(self, upload_id: str) -> Path:
         if not is_valid_id(upload_id):
-            raise NotFoundError(f"upload {upload_id!r} not found")
+            raise NotFoundError(f"upload {shown_id(upload_id)} not found")
         return self.root / upload_id

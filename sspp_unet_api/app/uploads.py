@@ -15,6 +15,7 @@ from brats_core.cases import CaseFiles, load_case
 from brats_core.config import MODALITIES
 from brats_core.uploads import SHOWN_AS, UploadLimits, unpack_upload
 from sspp_unet_api.app.config import Settings
+from sspp_unet_api.app.voxels import check_voxels
 
 
 def zip_limits(settings: Settings) -> ZipLimits:
@@ -36,7 +37,9 @@ def ingest(sources: list[tuple[str | None, BinaryIO]], folder: Path, settings: S
     server paths).
     """
     limits = UploadLimits(zip_limits(settings), settings.max_members_per_case, settings.max_cases_per_upload)
-    return [_case_record(files, folder) for files in unpack_upload(sources, folder, limits)]
+    cases = unpack_upload(sources, folder, limits)
+    check_voxels(cases, settings.max_voxels_per_volume, settings.max_voxels_per_case)
+    return [_case_record(files, folder) for files in cases]
 
 
 def _case_record(files: CaseFiles, folder: Path) -> dict:
