@@ -17,12 +17,12 @@ applied by its predictor.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 import numpy as np
 from scipy import ndimage
 
-from brats_core.config import REGIONS
+from brats_core.config import REGIONS, check_known_fields
 from brats_core.errors import BratsError
 from brats_core.metrics import dice
 
@@ -60,9 +60,7 @@ class PostprocessConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> PostprocessConfig:
-        unknown = sorted(set(data) - {f.name for f in fields(cls)})
-        if unknown:
-            raise BratsError(f"unknown post-processing fields {unknown}")
+        check_known_fields(cls, data, "post-processing")
         return cls(**data)
 
 
