@@ -46,8 +46,7 @@ from brats_core.preprocessing import Preprocessed
 from brats_core.split import load_split
 from Deep_Learning_Model import train as train_script
 from Deep_Learning_Model.export import read_export
-from Deep_Learning_Model.fusion import FUSED, FusionSegmenter
-from Deep_Learning_Model.predictor import Predictor
+from Deep_Learning_Model.fusion import FUSED, raw_segmenter
 from Deep_Learning_Model.serialization import plain_data, save_atomic
 from Deep_Learning_Model.training.distributed import DistContext
 
@@ -105,8 +104,7 @@ def _segmenter(model: str, out: Path, k: int, tta: bool, device: str | None):
     missing = [str(p) for p in exports if not p.is_file()]
     if missing:
         raise BratsError(f"fold {k} is not trained yet: {', '.join(missing)}")
-    predictors = [Predictor.from_export(path, device=device, tta=tta) for path in exports]
-    return predictors[0] if len(predictors) == 1 else FusionSegmenter(predictors, postprocess=PostprocessConfig())
+    return raw_segmenter(exports, device, tta)
 
 
 def cv_dir(out: Path, model: str, tta: bool = False) -> Path:

@@ -95,6 +95,16 @@ class FusionSegmenter:
         return self.predict_preprocessed(preprocess(case, self.preprocess_config))
 
 
+def raw_segmenter(exports: Sequence[Path], device: torch.device | str | None = None,
+                  tta: bool = False) -> Predictor | FusionSegmenter:
+    """The predictor of one export, or the fusion of several, with no post-processing (whatever the exports
+    record): the raw out-of-fold predictions that CV scores and post-processing tuning start from."""
+    predictors = [Predictor.from_export(path, device=device, tta=tta) for path in exports]
+    for predictor in predictors:
+        predictor.postprocess = PostprocessConfig()
+    return predictors[0] if len(predictors) == 1 else FusionSegmenter(predictors, postprocess=PostprocessConfig())
+
+
 def load_segmenter(
     name: str = "fusion",
     checkpoint: Path | str = SHIPPED,

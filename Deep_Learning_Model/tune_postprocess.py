@@ -23,11 +23,10 @@ from tqdm import tqdm
 
 from brats_core.cases import find_cases, load_case
 from brats_core.errors import BratsError
-from brats_core.postprocess import PostprocessConfig, tune_postprocess
+from brats_core.postprocess import tune_postprocess
 from brats_core.split import load_split
 from Deep_Learning_Model.export import record_postprocess
-from Deep_Learning_Model.fusion import FUSED, FusionSegmenter
-from Deep_Learning_Model.predictor import Predictor
+from Deep_Learning_Model.fusion import FUSED, raw_segmenter
 
 MODELS: tuple[str, ...] = ("unet", "sspp", "fusion")
 
@@ -39,13 +38,6 @@ def compare_folds(compare_dir: Path, model: str) -> list[tuple[Path, list[Path]]
         raise BratsError(f"{compare_dir}: no fold_<k>/split.json (the output of `brats compare --folds K`)")
     names = FUSED if model == "fusion" else (model,)
     return [(split, [split.parent / name / "run" / "export.pt" for name in names]) for split in folds]
-
-
-def _segmenter(exports: list[Path], device: str | None, tta: bool):
-    predictors = [Predictor.from_export(path, device=device, tta=tta) for path in exports]
-    for predictor in predictors:  # raw predictions: whatever an export records is not applied while tuning
-        predictor.postprocess = PostprocessConfig()
-    return predictors[0] if len(predictors) == 1 else FusionSegmenter(predictors, postprocess=PostprocessConfig())
 
 
 def out_of_fold(data: Path, folds: list[tuple[Path, list[Path]]], device: str | None = None,
@@ -62,7 +54,7 @@ def out_of_fold(data: Path, folds: list[tuple[Path, list[Path]]], device: str | 
         if repeated:
             raise BratsError(f"{split_path}: case(s) {', '.join(repeated)} are already test cases of another fold")
         seen |= set(test)
-        segmenter = _segmenter(exports, device, tta)
+        segmenter = raw_segmenter(exports, device, tta)
         for case_id in tqdm(test, desc=split_path.parent.name, unit="case"):
             case = load_case(files[case_id])
             if case.seg is None:
