@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from brats_core.config import LABELS
-from Deep_Learning_Model.heads import REGION_CLASSES
+from Deep_Learning_Model.heads import REGION_CLASSES, region_probabilities
 
 #: Tumour classes NCR/NET, ED, ET (each its own Dice target with ``dice_over="classes"``).
 TUMOUR_CLASSES: tuple[tuple[int, ...], ...] = tuple((index,) for index in range(1, len(LABELS)))
@@ -36,8 +36,9 @@ def batch_dice(pred: torch.Tensor, ref: torch.Tensor, smooth: float) -> torch.Te
 
 
 def region_targets(target: torch.Tensor) -> torch.Tensor:
-    """WT, TC, ET masks (N, 3, H, W) float32 of class indices (N, H, W) 0..3."""
-    return torch.stack([torch.isin(target, torch.tensor(g, device=target.device)) for g in REGION_CLASSES], 1).float()
+    """WT, TC, ET masks (N, 3, H, W) float32 of class indices (N, H, W) 0..3 (no host-to-device copy)."""
+    one_hot = F.one_hot(target, len(LABELS)).permute(0, 3, 1, 2).float()
+    return region_probabilities(one_hot, "softmax")
 
 
 class DiceCELoss(nn.Module):
