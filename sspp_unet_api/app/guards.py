@@ -6,7 +6,7 @@
   ``Host`` it was sent to) nor one of ``BRATS_CORS_ORIGINS``: a page on another site cannot make a visitor's
   browser upload to or run predictions on a server the visitor can reach (e.g. one on ``localhost``);
 - 401 when ``BRATS_API_KEY`` is set and ``X-API-Key`` is missing or wrong (``GET``/``HEAD /`` and the docs stay
-  public); the route's own check stays in place for the OpenAPI description.
+  public). This is the only check of the key: the routes merely declare the scheme for the OpenAPI description.
 
 :class:`BodyTimeout` bounds how long the body may take: ``idle`` seconds at most between two chunks and ``total``
 seconds for all of it; past either the request gets 408 and its connection is closed (uvicorn has no body

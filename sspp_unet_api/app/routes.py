@@ -1,4 +1,5 @@
-"""The endpoints. Every one except ``GET /`` requires ``X-API-Key`` when ``BRATS_API_KEY`` is set.
+"""The endpoints. Every one except ``GET /`` requires ``X-API-Key`` when ``BRATS_API_KEY`` is set (checked by
+:class:`~sspp_unet_api.app.guards.RequestGuard`).
 
 Handlers that only look up, send or delete stored files are plain ``def`` (FastAPI runs them in its
 threadpool: finding a prediction scans the uploads); upload validation, overlays and predictions run in
@@ -7,13 +8,12 @@ worker threads. On the event loop the disk sees only the small JSON records and 
 
 from __future__ import annotations
 
-import hmac
 from datetime import datetime, timezone
 from typing import Literal
 
 import anyio
 import anyio.to_thread
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, Security
+from fastapi import APIRouter, HTTPException, Query, Request, Response, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse
 from fastapi.security import APIKeyHeader
@@ -51,14 +51,10 @@ def _error(description: str) -> dict:
     return {"model": ErrorResponse, "description": description}
 
 
-async def require_api_key(request: Request, key: str | None = Security(_api_key_header)) -> None:
-    expected = request.app.state.settings.api_key
-    if expected and not (key and hmac.compare_digest(key.encode(), expected.encode())):
-        raise HTTPException(401, "missing or wrong X-API-Key header")
-
-
 public = APIRouter()
-router = APIRouter(dependencies=[Depends(require_api_key)], responses={401: _error("missing or wrong API key")})
+#: The key itself is checked by :class:`~sspp_unet_api.app.guards.RequestGuard` before the body is read; the
+#: dependency only declares the ``X-API-Key`` scheme in the OpenAPI description (the docs' Authorize button).
+router = APIRouter(dependencies=[Security(_api_key_header)], responses={401: _error("missing or wrong API key")})
 
 
 def _settings(request: Request) -> Settings:
@@ -75,6 +71,11 @@ def _service(request: Request) -> InferenceService:
 
 def _limiter(request: Request) -> anyio.CapacityLimiter:
     return request.app.state.file_work_limiter
+
+
+def _media_type(request: Request) -> str:
+    """The request's ``Content-Type`` without its parameters, in lower case."""
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
 
 
 def _utc(timestamp: float) -> datetime:
@@ -110,7 +111,7 @@ async def _create_upload(request: Request, max_fields: int) -> tuple[dict, dict[
     """Stream a multipart body into a new upload's folder, validate and store it; returns the record and the
     form's text fields. Nothing is kept when the files are rejected or the client disconnects."""
     settings, storage = _settings(request), _storage(request)
-    if request.headers.get("content-type", "").split(";")[0].strip().lower() != "multipart/form-data":
+    if _media_type(request) != "multipart/form-data":
         raise HTTPException(422, "send the files as multipart/form-data in the field 'files'")
     full = ServiceBusy("the server's upload storage is full; retry when older uploads have expired",
                        max(1, int(settings.cleanup_interval_seconds)))
@@ -198,7 +199,7 @@ async def _json_body(request: Request) -> bytes:
 async def _predict_request(request: Request) -> tuple[PredictRequest, bool]:
     """The request as a :class:`PredictRequest`, and whether it is a one-shot multipart request, whose files
     are stored as a new upload first."""
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    content_type = _media_type(request)
     if content_type == "application/json":
         try:
             return PredictRequest.model_validate_json(await _json_body(request)), False
