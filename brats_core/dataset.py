@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -11,8 +11,6 @@ from torch.utils.data import Dataset
 from brats_core.cache import CacheEntry
 from brats_core.errors import BratsError
 from brats_core.labels import labels_to_classes
-
-Transform = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
 
 
 def neighbours(index: torch.Tensor, context: int, length: int) -> torch.Tensor:
@@ -35,8 +33,8 @@ class SliceDataset(Dataset):
     ordered by slice offset ``-k .. k`` and, within each offset, the 4 modalities in ``MODALITIES`` order
     (channel ``4 * (offset + k) + m``); neighbours beyond the volume's ends repeat the end slice. ``target`` is
     int64 ``(S, S)`` class indices 0..3 (labels 0/1/2/4, see :func:`brats_core.labels.labels_to_classes`).
-    In-plane axes are (X, Y) of the original volume. ``transform(image, target)`` gets and returns numpy arrays
-    (float32, int64) before the conversion to tensors.
+    In-plane axes are (X, Y) of the original volume. Augmentation happens per batch, outside the data set
+    (:mod:`Deep_Learning_Model.training.batches`).
 
     ``index`` is the ``(entry, slice)`` pair of each item and ``has_tumour`` whether its slice has any label > 0
     (for tumour oversampling). Entries pickle as their cache path, so DataLoader workers re-open the maps.
@@ -46,7 +44,6 @@ class SliceDataset(Dataset):
         self,
         entries: Sequence[CacheEntry],
         context: int = 0,
-        transform: Transform | None = None,
         slices: str = "all",
     ) -> None:
         if isinstance(context, bool) or not isinstance(context, int) or context < 0:
@@ -60,7 +57,6 @@ class SliceDataset(Dataset):
             )
         self.entries = list(entries)
         self.context = context
-        self.transform = transform
         pairs, tumour = [], []
         for number, entry in enumerate(self.entries):
             chosen = np.arange(entry.num_slices) if slices == "all" else entry.brain_slices
@@ -83,7 +79,4 @@ class SliceDataset(Dataset):
             stack = entry.images[neighbours(torch.tensor(z), self.context, entry.num_slices).numpy()]
         image = np.asarray(stack, dtype=np.float32).reshape(-1, *stack.shape[-2:])
         target = labels_to_classes(entry.labels[z]).astype(np.int64)
-        if self.transform is not None:
-            image, target = self.transform(image, target)
-        image = np.ascontiguousarray(image, dtype=np.float32)
-        return torch.from_numpy(image), torch.from_numpy(np.ascontiguousarray(target, dtype=np.int64))
+        return torch.from_numpy(np.ascontiguousarray(image)), torch.from_numpy(target)

@@ -99,16 +99,6 @@ def test_brain_slices_only(entries: list[CacheEntry]) -> None:
         assert flag == (z in entries[number].tumour_slices)
 
 
-def test_transform_runs_before_tensors(entries: list[CacheEntry]) -> None:
-    def flip(image: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        assert image.dtype == np.float32 and target.dtype == np.int64
-        return image[:, ::-1], target[::-1]  # negative strides: the dataset must still make tensors
-
-    plain, flipped = SliceDataset(entries)[7], SliceDataset(entries, transform=flip)[7]
-    np.testing.assert_array_equal(flipped[0].numpy(), plain[0].numpy()[:, ::-1])
-    np.testing.assert_array_equal(flipped[1].numpy(), plain[1].numpy()[::-1])
-
-
 def test_dataloader_with_two_workers(entries: list[CacheEntry]) -> None:
     dataset = SliceDataset(entries, context=1)
     loader = DataLoader(dataset, batch_size=16, num_workers=2, shuffle=False)

@@ -62,8 +62,6 @@ class AugmentedBatches(Dataset):
 
     def __init__(self, dataset: SliceDataset, batches: np.ndarray, augment: AugmentConfig | None,
                  seeds: list[int]) -> None:
-        if dataset.transform is not None:
-            raise ValueError("AugmentedBatches augments whole batches; give it a data set without a transform")
         self.dataset, self.batches, self.augment, self.seeds = dataset, batches, augment, seeds
 
     def __len__(self) -> int:
