@@ -12,8 +12,8 @@ timed steps after ``--warmup`` untimed ones:
 - ``fixed_batch``: one batch already on the device, stepped again and again: the model's own ceiling.
 
 Data: ``--from-cache DIR`` (a slice-cache folder, every case in it) or synthetic slices of the same layout
-(``--cases`` x ``--slices`` slices at ``--size`` px; the 27-case cache has 3,742 slices). Targets of issue 10 on
-one H100/H200, data included: 5,000 slices/s (U-Net) and 2,500 (SSPP). The last stdout line is one JSON object.
+(``--cases`` x ``--slices`` slices at ``--size`` px; the 27-case cache has 3,742 slices). Targets on one
+H100/H200, data included: 5,000 slices/s (U-Net) and 2,500 (SSPP). The last stdout line is one JSON object.
 
     python benchmarks/training_gpu.py                         # CUDA: resident, dataloader, fixed batch
     python benchmarks/training_gpu.py --device cpu --cores 2  # CPU: dataloader and fixed batch
@@ -31,7 +31,7 @@ from _common import pin_cores
 
 from brats_app.registry import models_of
 
-#: Issue 10's targets on one H100/H200, data included: the U-Net and the (slower) U-Net + SSPP.
+#: The targets on one H100/H200, data included: the U-Net and the (slower) U-Net + SSPP.
 UNET_TARGET, SSPP_TARGET = 5000.0, 2500.0
 
 

@@ -1,4 +1,4 @@
-"""The one device helper: which torch device ``auto`` means here and the mixed precision it runs at.
+"""Which torch device ``auto`` means here and the mixed precision it runs at.
 
 Used by the deep models' inference and training and by the API.
 """
