@@ -92,17 +92,15 @@ def choose_files() -> tuple[list[tuple[str, bytes]], str] | None:
             return None
         if not state.get("sample"):
             return None
-        files = [(SAMPLE_NAME, state.sample[1])]
-        digests = state.setdefault("digests", {})
-        key = ("sample", state.sample[0])
-        if key not in digests:
-            digests[key] = selection_digest(files)
-        return files, digests[key]
+        return _with_digest(("sample", state.sample[0]), [(SAMPLE_NAME, state.sample[1])])
     if not uploaded:
         return None
-    files = [(f.name, f.getvalue()) for f in uploaded]
+    return _with_digest(tuple(f.file_id for f in uploaded), [(f.name, f.getvalue()) for f in uploaded])
+
+
+def _with_digest(key: tuple, files: list[tuple[str, bytes]]) -> tuple[list[tuple[str, bytes]], str]:
+    """``(files, their digest)``, the digest computed once per ``key`` (the sample's URL, the uploader's ids)."""
     digests = state.setdefault("digests", {})
-    key = tuple(f.file_id for f in uploaded)
     if key not in digests:
         digests[key] = selection_digest(files)
     return files, digests[key]
@@ -134,27 +132,25 @@ def _forget_upload(key: tuple[str, str, str]) -> None:
     state.uploads.pop(key, None)
 
 
-def upload(files: list[tuple[str, bytes]], digest: str, retry: bool = False) -> dict | None:
-    """The API's answer to the upload of this selection; uploads only once per selection, URL and key."""
+def upload(files: list[tuple[str, bytes]], digest: str) -> tuple[tuple, dict]:
+    """(key, entry): the API's answer to the upload of this selection (``response``, or ``error`` and
+    ``status``), under its key in ``state.uploads``; uploads only once per selection, URL and key."""
     uploads = state.setdefault("uploads", {})
     key = (*api_identity(), digest)
-    if retry:
-        _forget_upload(key)
     if key not in uploads:
         try:
             with st.spinner(f"Uploading {_megabytes(files)} to the API…"):
                 uploads[key] = {"response": api_client().upload(files)}
         except ApiError as exc:
             uploads[key] = {"error": str(exc), "status": exc.status}
-    return uploads[key].get("response")
+    return key, uploads[key]
 
 
 def show_upload(files: list[tuple[str, bytes]], digest: str) -> tuple[dict | None, bool]:
     """(the API's answer, False), or (None, whether the API rejected the files themselves)."""
-    answer = upload(files, digest)
+    key, entry = upload(files, digest)
+    answer = entry.get("response")
     if answer is None:
-        key = (*api_identity(), digest)
-        entry = state.uploads[key]
         status = entry["status"]
         if status is not None and 400 <= status < 500 and status not in (401, 403):
             names = ", ".join(name for name, _ in files)
