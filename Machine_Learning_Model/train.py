@@ -34,7 +34,7 @@ from brats_core.helptext import PlainHelpFormatter, description
 from brats_core.labels import labels_to_regions
 from brats_core.metrics import dice
 from brats_core.preprocessing import bounding_box, brain_mask, preprocess
-from brats_core.provenance import this_machine, today
+from brats_core.provenance import add_final_options, check_final_options, this_machine, today
 from brats_core.split import split_case_files
 from Machine_Learning_Model.features import FeatureConfig, atlas_prior, image_features, prior_features
 from Machine_Learning_Model.models import (
@@ -270,14 +270,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--knn-max-samples", type=int, default=10000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-eval", action="store_true", help="skip the evaluation on the test cases")
-    parser.add_argument("--all-cases", action="store_true",
-                        help="final checkpoints: fit on every case of --data (no split, no test evaluation), with "
-                        "the thresholds and post-processing tuned by the cross-validation in --cv")
-    parser.add_argument("--cv", type=Path, help="with --all-cases: the --out folder of `brats compare --folds K` "
-                        "that trained these models (reads <cv>/compare/fold_<k>/ and <cv>/compare/<model>/)")
+    add_final_options(parser, "final checkpoints: fit on every case of --data (no split, no test evaluation), "
+                      "with the thresholds and post-processing tuned by the cross-validation in --cv",
+                      "with --all-cases: the --out folder of `brats compare --folds K` that trained these models "
+                      "(reads <cv>/compare/fold_<k>/ and <cv>/compare/<model>/)")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    if args.all_cases != (args.cv is not None):
-        parser.error("--all-cases and --cv go together: the final models take their tuned values from a CV")
+    check_final_options(parser, args)
 
     models = list(MODEL_NAMES) if args.model == "all" else [args.model]
     if args.all_cases:

@@ -32,7 +32,14 @@ from brats_core.figures import save_png
 from brats_core.helptext import PlainHelpFormatter, description
 from brats_core.labels import labels_to_regions, regions_to_labels
 from brats_core.preprocessing import brain_mask
-from brats_core.provenance import Provenance, cv_scores, this_machine, today
+from brats_core.provenance import (
+    Provenance,
+    add_final_options,
+    check_final_options,
+    cv_scores,
+    this_machine,
+    today,
+)
 from brats_core.split import split_case_files
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -140,8 +147,10 @@ class NaiveMeanSegmenter:
 
     @property
     def provenance(self) -> Provenance:
-        """Training cases, leave-one-out training Dice per region, fit time (the checkpoint's record)."""
-        scores = {r: float(d) for r, d in zip(REGION_NAMES, self.train_dice, strict=True) if np.isfinite(d)}
+        """Training cases, fit time and scores: the leave-one-out training Dice per region (``loo_WT_dice``...)
+        and, for a final checkpoint, its CV's out-of-fold scores (``cv_WT_dice_mean``...)."""
+        scores = {f"loo_{r}_dice": float(d) for r, d in zip(REGION_NAMES, self.train_dice, strict=True)
+                  if np.isfinite(d)}
         scores.update(self.cv_scores or {})
         return Provenance(train_cases=tuple(self.case_ids), cv_scores=scores or None,
                           train_seconds=self.fit_seconds, hardware=self.hardware, created=self.created)
@@ -275,13 +284,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", type=Path, default=RESULTS_DIR / "naive", help="evaluation output folder")
     parser.add_argument("--png", type=Path, default=DEFAULT_PNG, help="PNG of the mean maps")
     parser.add_argument("--no-eval", action="store_true", help="skip the evaluation on the test cases")
-    parser.add_argument("--all-cases", action="store_true",
-                        help="final checkpoint: the atlas of every case of --data (no split, no test evaluation)")
-    parser.add_argument("--cv", type=Path, help="with --all-cases: the --out folder of the `brats compare --folds K` "
-                        "run whose out-of-fold scores the checkpoint records")
+    add_final_options(parser, "final checkpoint: the atlas of every case of --data (no split, no test evaluation)",
+                      "with --all-cases: the --out folder of the `brats compare --folds K` run whose out-of-fold "
+                      "scores the checkpoint records")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    if args.all_cases != (args.cv is not None):
-        parser.error("--all-cases and --cv go together: a final checkpoint records the scores of its CV")
+    check_final_options(parser, args)
 
     if args.all_cases:
         scores = cv_scores(args.cv / "compare" / "naive" / "summary.json")

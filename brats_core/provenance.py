@@ -7,11 +7,12 @@ validation scores, how long training took and on what machine.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
-from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
@@ -23,7 +24,9 @@ class Provenance:
     train_cases: tuple[str, ...] = ()
     #: Cases used for validation or tuning (thresholds, early stopping): seen by the model, never test cases.
     val_cases: tuple[str, ...] = ()
-    #: Scores measured without the test cases (validation or leave-one-out Dice), by name.
+    #: Scores measured without the test cases, by name: the family's own (validation or leave-one-out Dice, e.g.
+    #: ``val_mean_dice``, ``loo_WT_dice``) and, for final checkpoints, the CV's out-of-fold ones (``cv_*``, see
+    #: :func:`cv_scores`).
     cv_scores: Mapping[str, float] | None = None
     train_seconds: float | None = None
     hardware: str | None = None
@@ -34,21 +37,6 @@ class Provenance:
     def seen_cases(self) -> tuple[str, ...]:
         """Every case the checkpoint was trained or tuned on."""
         return (*self.train_cases, *self.val_cases)
-
-    def to_dict(self) -> dict:
-        data = asdict(self)
-        data["train_cases"], data["val_cases"] = list(self.train_cases), list(self.val_cases)
-        data["cv_scores"] = None if self.cv_scores is None else dict(self.cv_scores)
-        return data
-
-    @classmethod
-    def from_dict(cls, data: Mapping) -> Provenance:
-        known = {key: data[key] for key in ("cv_scores", "train_seconds", "hardware", "created") if key in data}
-        return cls(train_cases=_ids(data.get("train_cases")), val_cases=_ids(data.get("val_cases")), **known)
-
-
-def _ids(values: Iterable[str] | None) -> tuple[str, ...]:
-    return tuple(str(v) for v in values or ())
 
 
 def this_machine() -> str:
@@ -81,3 +69,16 @@ def cv_scores(summary_path: Path | str) -> dict[str, float]:
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise BratsError(f"{path}: not a cross-validation summary of the harness ({type(exc).__name__}: {exc})") from None
     return scores
+
+
+def add_final_options(parser: argparse.ArgumentParser, all_cases_help: str, cv_help: str) -> None:
+    """``--all-cases`` and ``--cv OUT`` of a family's training command: a final checkpoint fitted on every case,
+    which records the out-of-fold scores (and may take tuned values) of the cross-validation in ``OUT``."""
+    parser.add_argument("--all-cases", action="store_true", help=all_cases_help)
+    parser.add_argument("--cv", type=Path, help=cv_help)
+
+
+def check_final_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Exit through ``parser.error`` unless ``--all-cases`` and ``--cv`` are given together or not at all."""
+    if args.all_cases != (args.cv is not None):
+        parser.error("--all-cases and --cv go together: a final checkpoint records the scores of its cross-validation")
