@@ -74,11 +74,12 @@ def final_models(models: list[str], files: list[CaseFiles], cv_out: Path, prepro
     features_s = time.perf_counter() - start
     members = list(MEMBERS) if "ensemble" in models else [m for m in MEMBERS if m in models]
     estimators, fit_s = fit_members(members, features, targets, knn_max_samples, seed, log)
+    levels = atlas.levels()
     out = {}
     for name in models:
         chosen = settings[name]
         own = MEMBERS if name == "ensemble" else (name,)
-        segmenter = VoxelSegmenter(name, {m: estimators[m] for m in own}, chosen["thresholds"], atlas.levels(),
+        segmenter = VoxelSegmenter(name, {m: estimators[m] for m in own}, chosen["thresholds"], levels,
                                    preprocess_config, feature_config, lead=chosen["lead"],
                                    min_component_fraction=chosen["min_component_fraction"])
         segmenter.info = {
