@@ -83,10 +83,6 @@ REGISTRY: dict[str, ModelSpec] = {
 }
 
 
-def model_names() -> tuple[str, ...]:
-    return tuple(REGISTRY)
-
-
 def pickle_free_models() -> tuple[str, ...]:
     return tuple(name for name, spec in REGISTRY.items() if spec.pickle_free)
 

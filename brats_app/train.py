@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from brats_app.registry import families, resolve
+from brats_app.registry import REGISTRY, families, resolve
 
 
 def usage() -> str:
@@ -20,8 +20,8 @@ def main(argv: list[str]) -> int:
         print(usage(), file=sys.stdout if argv else sys.stderr)
         return 0 if argv else 2
     if argv[0] not in trainers:
-        family = next((f for f, specs in families().items() if argv[0] in {s.name for s in specs}), None)
-        hint = f" ('{argv[0]}' is trained by `brats train {family} --model {argv[0]}`)" if family else ""
+        model = REGISTRY.get(argv[0])
+        hint = f" ('{argv[0]}' is trained by `brats train {model.family} --model {argv[0]}`)" if model else ""
         known = ", ".join(trainers)
         print(f"brats train: unknown model family {argv[0]!r}{hint}; choose one of {known}\n\n{usage()}",
               file=sys.stderr)
