@@ -3,11 +3,10 @@ imported lazily: the data commands in :mod:`brats_core`, the model commands in :
 
 from __future__ import annotations
 
-import importlib
 import os
 import sys
 
-from brats_app.registry import families
+from brats_app.registry import families, resolve
 from brats_core.errors import BratsError
 
 #: subcommand -> ("module:function", help). Each function takes the remaining argv list.
@@ -41,8 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     if name not in COMMANDS:
         print(f"brats: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
         return 2
-    module_name, func_name = COMMANDS[name][0].split(":")
-    func = getattr(importlib.import_module(module_name), func_name)
+    func = resolve(COMMANDS[name][0])
     try:
         return int(func(rest) or 0)
     except BratsError as exc:

@@ -36,7 +36,8 @@ cases), one GPU and 16 CPU cores, default options: about 6-7 h, mostly CPU-bound
   its own features; KNN queries; 3D HD95 at ~0.6 s per case and model), ~2.5 h.
 
 Measured on 2 shared CPU cores with 240x240x155 cases (``--models naive,ridge`` on the 20 shared cases):
-loading 2.3 s per case, naive fit 2.2 s per training case, ridge features 8.3 s per training case (then loading
-each training case twice; now once) and tuning 25 s per validation case, prediction 0.13 s (naive) and 5-9 s
+loading 2.3 s per case, naive fit 2.2 s per training case, ridge features 8.3 s per training case (measured
+when each training case was still loaded twice, once for the atlas and once for the features; it is now loaded
+once) and tuning 25 s per validation case, prediction 0.13 s (naive) and 5-9 s
 (ridge) per case, scoring 0.6 s per case and model.
 """
