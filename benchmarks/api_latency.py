@@ -28,11 +28,9 @@ import httpx
 import numpy as np
 
 from brats_core.config import REPO_ROOT
-from Deep_Learning_Model.export import write_random_export
-from Deep_Learning_Model.model import ModelConfig
 
 sys.path.insert(0, str(REPO_ROOT / "tests"))
-from api_support import SAMPLE_ZIP, SHIPPED_CHECKPOINT, serve, stop  # noqa: E402
+from api_support import benchmark_checkpoint, serve, stop, upload_sample  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,8 +47,7 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="brats_api_bench_") as tmp_name:
         tmp = Path(tmp_name)
-        shipped = SHIPPED_CHECKPOINT.is_file()
-        checkpoint = SHIPPED_CHECKPOINT if shipped else write_random_export(tmp / "sspp.pt", ModelConfig())
+        checkpoint, shipped = benchmark_checkpoint(tmp)
         weights = "shipped" if shipped else "random (no shipped checkpoint; default configuration)"
         print(f"model: {checkpoint} ({weights})")
         env = {"BRATS_CHECKPOINT": str(checkpoint), "BRATS_DATA_DIR": str(tmp / "data"), "BRATS_DEVICE": "cpu",
@@ -59,9 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         process, url = serve(env, tmp / "server.log")
         try:
             with httpx.Client(base_url=url, timeout=args.timeout) as client:
-                uploaded = client.post("/upload", files=[("files", ("sample_case.zip", SAMPLE_ZIP.read_bytes()))])
-                uploaded.raise_for_status()
-                upload_id = uploaded.json()["upload_id"]
+                upload_id = upload_sample(client)
                 warm = client.post("/predict", json={"upload_id": upload_id})
                 warm.raise_for_status()
                 print(f"warm-up: {warm.json()['total_seconds']:.2f} s server-side")

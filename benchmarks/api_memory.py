@@ -31,11 +31,9 @@ from pathlib import Path
 import httpx
 
 from brats_core.config import REPO_ROOT
-from Deep_Learning_Model.export import write_random_export
-from Deep_Learning_Model.model import ModelConfig
 
 sys.path.insert(0, str(REPO_ROOT / "tests"))
-from api_support import SAMPLE_ZIP, SHIPPED_CHECKPOINT, serve, stop  # noqa: E402
+from api_support import SAMPLE_ZIP, benchmark_checkpoint, sample_files, serve, stop, upload_sample  # noqa: E402
 
 MIB = 1024 * 1024
 
@@ -65,8 +63,7 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="brats_api_memory_") as tmp_name:
         tmp = Path(tmp_name)
-        shipped = SHIPPED_CHECKPOINT.is_file()
-        checkpoint = SHIPPED_CHECKPOINT if shipped else write_random_export(tmp / "sspp.pt", ModelConfig())
+        checkpoint, shipped = benchmark_checkpoint(tmp)
         if args.mode == "threads":
             os.environ["OMP_NUM_THREADS"] = str(args.threads)
             started, reference, series, wall, clean = in_new_threads(args, checkpoint, tmp)
@@ -116,10 +113,8 @@ def through_the_server(args: argparse.Namespace, checkpoint: Path, tmp: Path) ->
     series: list[float] = []
     try:
         with httpx.Client(base_url=url, timeout=600) as client:
-            sample = [("files", ("sample_case.zip", SAMPLE_ZIP.read_bytes()))]
-            uploaded = client.post("/upload", files=sample)
-            uploaded.raise_for_status()
-            upload_id = uploaded.json()["upload_id"]
+            sample = sample_files()
+            upload_id = upload_sample(client)
 
             def one_round() -> None:
                 if args.mode == "json":

@@ -23,8 +23,8 @@ from brats_core.config import REPO_ROOT
 from sspp_unet_api.app.config import SAMPLE_ZIP, Settings
 
 SHIPPED_CHECKPOINT = default_checkpoint("sspp")
-__all__ = ["SAMPLE_ZIP", "SHIPPED_CHECKPOINT", "Server", "api_settings", "children", "multipart", "serve", "stop",
-           "wait_until", "zero_volume_gz"]
+__all__ = ["SAMPLE_ZIP", "SHIPPED_CHECKPOINT", "Server", "api_settings", "benchmark_checkpoint", "children",
+           "multipart", "sample_files", "serve", "stop", "upload_sample", "wait_until", "zero_volume_gz"]
 
 
 def api_settings(data_dir: Path, checkpoint: Path, **overrides: object) -> Settings:
@@ -44,6 +44,29 @@ def zero_volume_gz(shape: tuple[int, int, int]) -> bytes:
 def multipart(files: Iterable[Path]) -> list[tuple[str, tuple[str, bytes, str]]]:
     """The ``files`` form field holding ``files`` (for httpx / TestClient ``files=``)."""
     return [("files", (p.name, p.read_bytes(), "application/octet-stream")) for p in files]
+
+
+def benchmark_checkpoint(tmp: Path) -> tuple[Path, bool]:
+    """The API benchmarks' model: (the shipped SSPP checkpoint, True) if present, else (a randomly initialised
+    export of the default configuration, same architecture and cost, written in ``tmp``, False)."""
+    if SHIPPED_CHECKPOINT.is_file():
+        return SHIPPED_CHECKPOINT, True
+    from Deep_Learning_Model.export import write_random_export
+    from Deep_Learning_Model.model import ModelConfig
+
+    return write_random_export(tmp / "sspp.pt", ModelConfig()), False
+
+
+def sample_files() -> list[tuple[str, tuple[str, bytes]]]:
+    """The bundled sample case as the ``files`` form field (httpx ``files=``)."""
+    return [("files", ("sample_case.zip", SAMPLE_ZIP.read_bytes()))]
+
+
+def upload_sample(client: httpx.Client) -> str:
+    """``POST /upload`` of the bundled sample case; its upload id (raises on an error answer)."""
+    uploaded = client.post("/upload", files=sample_files())
+    uploaded.raise_for_status()
+    return uploaded.json()["upload_id"]
 
 
 def serve(env: dict[str, str], log: Path, timeout: float = 90.0,
