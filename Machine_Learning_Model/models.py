@@ -235,7 +235,7 @@ class VoxelSegmenter:
 
     @classmethod
     def load(cls, path: Path | str, name: str | None = None) -> VoxelSegmenter:
-        """Read an checkpoint; :class:`CheckpointError` when missing, corrupt, of another model or another code version."""
+        """Read a checkpoint; :class:`CheckpointError` when missing, corrupt, of another model or another code version."""
         path = Path(path)
         if not path.is_file():
             raise CheckpointError(

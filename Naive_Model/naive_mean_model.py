@@ -223,7 +223,7 @@ class NaiveMeanSegmenter:
 
     @classmethod
     def load(cls, path: Path | str) -> NaiveMeanSegmenter:
-        """Read an checkpoint written by :meth:`save`; :class:`CheckpointError` when missing, corrupt or foreign."""
+        """Read a checkpoint written by :meth:`save`; :class:`CheckpointError` when missing, corrupt or foreign."""
         path = Path(path)
         if not path.is_file():
             raise CheckpointError(f"{path}: naive model checkpoint not found (train it with `brats train naive`)")

@@ -72,7 +72,7 @@ def main(argv: list[str]) -> int:
     from Deep_Learning_Model.training.config import PRESETS
 
     parser = argparse.ArgumentParser(prog="brats compare", description=DESCRIPTION, formatter_class=PlainHelpFormatter)
-    parser.add_argument("--data", required=True, type=Path, help="folder (or .zip) of BraTS cases with seg")
+    parser.add_argument("--data", required=True, type=Path, help="folder of BraTS cases with seg (a .zip: extract it first)")
     parser.add_argument("--split", type=Path, help="patient-level split JSON (default: splits/brats_dev.json when "
                         "the data holds its cases, else a fresh split written to <out>/compare/split.json)")
     parser.add_argument("--use-shipped", action="store_true", help="load the shipped checkpoints instead of training")
