@@ -26,7 +26,7 @@ from brats_core.postprocess import PostprocessConfig, apply_postprocess
 from brats_core.preprocessing import Geometry, Preprocessed, preprocess
 from brats_core.provenance import Provenance
 from Deep_Learning_Model.export import load_export
-from Deep_Learning_Model.heads import class_labels, probabilities, restore_labels
+from Deep_Learning_Model.heads import probabilities, restore_labels
 from Deep_Learning_Model.model import ModelConfig
 
 #: Slices per forward pass: 8 to 32 cost the same CPU time per case (benchmarks/inference_cpu.py), 16 keeps
@@ -90,14 +90,6 @@ def slice_probabilities(
                 probs = p if probs is None else probs + p
             chunks.append((probs / len(flips)).cpu())
     return torch.cat(chunks)
-
-
-def restore_argmax(probs: torch.Tensor, geometry: Geometry, chunk: int = 32) -> np.ndarray:
-    """BraTS labels (X, Y, Z) uint8 of the argmax of ``geometry.restore_scores(probs)``.
-
-    :meth:`Geometry.restore_argmax`: chunk by chunk, without the (K, X, Y, Z) float volume.
-    """
-    return geometry.restore_argmax(probs, class_labels(probs.shape[1]), chunk)
 
 
 def predict_volume(

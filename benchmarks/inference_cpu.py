@@ -4,8 +4,9 @@
     python benchmarks/inference_cpu.py --original-slices 12     # time 12 slices of the original, extrapolate
 
 Ours, end to end: load the NIfTI files once -> preprocess -> batched bf16-autocast channels_last inference ->
-restore to the original grid -> save the NIfTI label map (``ours_s_per_case`` is the median of ``--repeats``
-runs after the first; the first, with one-off costs such as oneDNN kernel creation, is ``ours_cold_s``).
+restore to the original grid -> the post-processing the export records, if any -> save the NIfTI label map
+(``ours_s_per_case`` is the median of ``--repeats`` runs after the first; the first, with one-off costs such as
+oneDNN kernel creation, is ``ours_cold_s``).
 The original path: for every axial slice, re-load the five volumes (four modalities and the seg) with nibabel
 ``get_fdata``, z-score and resize that slice, and run the same network in fp32 on a batch of one.
 
@@ -68,16 +69,17 @@ def _run(args: argparse.Namespace, cores: int, work: Path) -> dict:
     from brats_core.labels import classes_to_labels
     from brats_core.metrics import dice
     from brats_core.nifti import save_labels
+    from brats_core.postprocess import apply_postprocess
     from brats_core.preprocessing import preprocess
     from brats_core.split import load_split
     from brats_core.synth import make_synthetic_case, write_case
     from Deep_Learning_Model.export import write_random_export
+    from Deep_Learning_Model.heads import restore_labels
     from Deep_Learning_Model.model import ModelConfig, build_model
     from Deep_Learning_Model.predictor import (
         DEFAULT_BATCH_SIZE,
         Predictor,
         predict_volume,
-        restore_argmax,
         slice_probabilities,
     )
 
@@ -117,13 +119,18 @@ def _run(args: argparse.Namespace, cores: int, work: Path) -> dict:
         pre = preprocess(case, predictor.preprocess_config)
         times["preprocess"] = time.perf_counter() - t
         t = time.perf_counter()
+        config = predictor.model_config
         probs = slice_probabilities(
-            predictor.model, pre.images, predictor.device, predictor.model_config.context, False, predictor.batch_size
+            predictor.model, pre.images, predictor.device, config.context, False, predictor.batch_size,
+            head=config.head,
         )
         times["inference"] = time.perf_counter() - t
         t = time.perf_counter()
-        labels = restore_argmax(probs, pre.geometry)
+        labels = restore_labels(probs, pre.geometry, config.head, predictor.postprocess.thresholds)
         times["restore"] = time.perf_counter() - t
+        t = time.perf_counter()
+        labels = apply_postprocess(labels, pre.geometry.spacing, predictor.postprocess)  # none unless recorded
+        times["postprocess"] = time.perf_counter() - t
         t = time.perf_counter()
         save_labels(labels, case.affine, work / "ours" / f"{case.case_id}.nii.gz")
         times["save_nifti"] = time.perf_counter() - t
@@ -131,8 +138,10 @@ def _run(args: argparse.Namespace, cores: int, work: Path) -> dict:
         cpu.append(time.process_time() - cpu_start)
         stages.append(times)
     assert np.array_equal(labels, predictor.predict(case)), "benchmark stages differ from Predictor.predict"
-    fp32 = predict_volume(predictor.model, pre.images, pre.geometry, "cpu", predictor.model_config.context,
-                          batch_size=predictor.batch_size, amp=False)
+    fp32 = predict_volume(predictor.model, pre.images, pre.geometry, "cpu", config.context,
+                          batch_size=predictor.batch_size, amp=False, head=config.head,
+                          thresholds=predictor.postprocess.thresholds)
+    fp32 = apply_postprocess(fp32, pre.geometry.spacing, predictor.postprocess)
     warm = runs[1:] or runs
     median_run = runs.index(statistics.median_low(warm)) if len(warm) > 1 else len(runs) - 1
     ours = statistics.median(warm)

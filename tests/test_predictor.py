@@ -26,11 +26,11 @@ from brats_core.metrics import dice
 from brats_core.preprocessing import preprocess
 from brats_core.synth import make_synthetic_case
 from Deep_Learning_Model.export import load_export, write_random_export
+from Deep_Learning_Model.heads import restore_labels
 from Deep_Learning_Model.model import ModelConfig
 from Deep_Learning_Model.predictor import (
     Predictor,
     predict_volume,
-    restore_argmax,
     slice_probabilities,
 )
 from Deep_Learning_Model.visualize import default_slices, render
@@ -93,12 +93,12 @@ def test_predict_volume_resized_tta_and_binary() -> None:
     assert dice(binary > 0, case.seg > 0) > 0.9
 
 
-def test_restore_argmax_matches_restore_scores() -> None:
+def test_restore_labels_of_a_softmax_is_the_argmax_of_restore_scores() -> None:
     case = make_synthetic_case("restore", shape=(40, 52, 20), seed=1)
     geometry = preprocess(case, PreprocessConfig(size=32)).geometry
     probs = torch.rand(geometry.crop_shape[2], 4, 32, 32)
     expected = classes_to_labels(geometry.restore_scores(probs.numpy()).argmax(axis=0))
-    np.testing.assert_array_equal(restore_argmax(probs, geometry, chunk=6), expected)
+    np.testing.assert_array_equal(restore_labels(probs, geometry, "softmax", chunk=6), expected)
 
 
 def test_random_export_is_seeded_and_leaves_the_global_rng(tmp_path: Path) -> None:
