@@ -1,4 +1,4 @@
-"""Issue 11's smaller points, in-process: HEAD /, security headers, capped echoes, foreign origins, voxel
+"""The hardening checked in-process: HEAD /, security headers, capped echoes, foreign origins, voxel
 bounds, offline docs pages. The points that live in the server are in ``test_api_server.py``."""
 
 from __future__ import annotations
