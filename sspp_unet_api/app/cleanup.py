@@ -1,7 +1,9 @@
-"""Cleaning the storage folder: expired uploads at start-up and, for the demo, everything at a clean shutdown."""
+"""Cleaning the storage folder: expired uploads at start-up and every interval, and, for the demo, everything
+at a clean shutdown."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import anyio.to_thread
@@ -21,11 +23,25 @@ def purge(storage: Storage) -> int:
     return len(folders)
 
 
-async def sweep_at_startup(storage: Storage) -> None:
-    """Delete what expired while the server was down (or was left by a killed one) before serving."""
+async def _sweep(storage: Storage, note: str = "") -> None:
     removed = await anyio.to_thread.run_sync(storage.sweep)
     if removed:
-        logger.info("deleted %d expired upload(s) left from before the start", removed)
+        logger.info("deleted %d expired upload(s)%s", removed, note)
+
+
+async def sweep_at_startup(storage: Storage) -> None:
+    """Delete what expired while the server was down (or was left by a killed one) before serving."""
+    await _sweep(storage, " left from before the start")
+
+
+async def sweep_forever(storage: Storage, interval: float) -> None:
+    """Delete expired uploads every ``interval`` seconds (a failed sweep is logged, the next one still runs)."""
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await _sweep(storage)
+        except OSError:
+            logger.exception("sweeping %s failed", storage.root)
 
 
 async def purge_at_shutdown(storage: Storage) -> None:

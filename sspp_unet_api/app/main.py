@@ -15,7 +15,6 @@ import sys
 from collections.abc import AsyncIterator
 
 import anyio
-import anyio.to_thread
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
@@ -25,7 +24,7 @@ from fastapi.responses import JSONResponse
 from brats_core import __version__
 from brats_core.errors import BratsError
 from brats_core.evaluation import Segmenter
-from sspp_unet_api.app.cleanup import purge_at_shutdown, sweep_at_startup
+from sspp_unet_api.app.cleanup import purge_at_shutdown, sweep_at_startup, sweep_forever
 from sspp_unet_api.app.config import Settings
 from sspp_unet_api.app.docs import install_docs
 from sspp_unet_api.app.guards import BodyTimeout, RequestGuard
@@ -43,19 +42,6 @@ DESCRIPTION = """Brain tumour segmentation (BraTS labels 0/1/2/4) of multimodal 
 Upload a case (`POST /upload`), segment it (`POST /predict`), download the label map as NIfTI or look at a PNG
 overlay. Uploads are private to their random id and deleted after a TTL. Research use only, not a medical device.
 """
-
-
-async def _sweep_forever(storage: Storage, interval: float) -> None:
-    """Delete expired uploads every ``interval`` seconds."""
-    while True:
-        await asyncio.sleep(interval)
-        try:
-            removed = await anyio.to_thread.run_sync(storage.sweep)
-        except OSError:
-            logger.exception("sweeping %s failed", storage.root)
-            continue
-        if removed:
-            logger.info("deleted %d expired upload(s)", removed)
 
 
 def _capped(value: object, limit: int = 100) -> object:
@@ -106,7 +92,7 @@ def create_app(settings: Settings | None = None, segmenter: Segmenter | None = N
             app.state.startup_error = f"cannot start the BraTS segmentation API: {exc}"
             raise
         app.state.file_work_limiter = anyio.CapacityLimiter(FILE_WORK_LIMIT)
-        sweeper = asyncio.create_task(_sweep_forever(app.state.storage, settings.cleanup_interval_seconds))
+        sweeper = asyncio.create_task(sweep_forever(app.state.storage, settings.cleanup_interval_seconds))
         logger.info("serving %s on %s", ", ".join(settings.allowed_models), service.device)
         try:
             yield
