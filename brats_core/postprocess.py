@@ -24,6 +24,7 @@ from scipy import ndimage
 
 from brats_core.config import REGIONS, check_known_fields
 from brats_core.errors import BratsError
+from brats_core.labels import labels_to_regions
 from brats_core.metrics import dice
 
 #: Volumes (mm³) tried by :func:`tune_postprocess` for each parameter (0: off).
@@ -119,15 +120,15 @@ def _case_scores(pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float],
     voxel = _voxel_mm3(spacing)
     components, sizes = _components(pred > 0)
     volumes = sizes * voxel
-    ref_regions = [np.isin(ref, values) for values in REGIONS.values()]
+    ref_regions = labels_to_regions(ref)
     out = np.empty((len(component_grid), len(et_grid)))
     for i, min_component in enumerate(component_grid):
         small = volumes < min_component
         small[0] = False
-        kept = np.where(small[components], 0, pred)
-        wt = dice(kept > 0, ref_regions[0])
-        tc = dice((kept == 1) | (kept == 4), ref_regions[1])  # ET -> NCR keeps TC and WT as they are
-        et_mask = kept == 4
+        kept = labels_to_regions(np.where(small[components], 0, pred))
+        wt = dice(kept[0], ref_regions[0])
+        tc = dice(kept[1], ref_regions[1])  # ET -> NCR keeps TC and WT as they are
+        et_mask = kept[2]
         et_kept, et_core = dice(et_mask, ref_regions[2]), dice(np.zeros_like(et_mask), ref_regions[2])
         et_volume = np.count_nonzero(et_mask) * voxel
         for j, min_et in enumerate(et_grid):

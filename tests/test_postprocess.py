@@ -7,7 +7,9 @@ import json
 import numpy as np
 import pytest
 
+from brats_core.config import REGIONS
 from brats_core.errors import BratsError
+from brats_core.evaluation import evaluate_case
 from brats_core.postprocess import (
     PostprocessConfig,
     apply_postprocess,
@@ -80,6 +82,25 @@ def test_tuner_picks_the_volumes_that_help_out_of_fold():
     assert report["mean_dice_best"] > report["mean_dice_without"]
     assert report["mean_dice_best"] == pytest.approx(1.0)
     assert np.asarray(report["mean_dice"]).shape == (3, 3) and report["cases"] == 6
+
+
+def test_tuner_scores_are_the_harness_dice_of_the_postprocessed_labels():
+    """Every grid cell of the tuning report is the mean WT/TC/ET Dice that brats_core.evaluation gives the
+    labels apply_postprocess makes with that cell's volumes (the tuner's fast path scores the same thing)."""
+    rng = np.random.default_rng(1)
+    cases = []
+    for _ in range(3):
+        ref = _tumour()
+        pred = np.where(rng.random(ref.shape) < 0.05, rng.choice(np.array([0, 1, 2, 4], np.uint8), ref.shape), ref)
+        cases.append((pred.astype(np.uint8), ref, SPACING))
+    grid_c, grid_e = (0, 4, 40), (0, 100, 5000)
+    _, report = tune_postprocess(cases, component_grid=grid_c, et_grid=grid_e)
+    for i, c in enumerate(grid_c):
+        for j, e in enumerate(grid_e):
+            config = PostprocessConfig(min_component_mm3=c, et_min_mm3=e)
+            rows = [evaluate_case(apply_postprocess(p, s, config), r, s) for p, r, s in cases]
+            expected = np.mean([np.mean([row[f"{k}_dice"] for k in REGIONS]) for row in rows])
+            assert report["mean_dice"][i][j] == pytest.approx(expected)
 
 
 def test_tuner_prefers_no_change_on_ties_and_refuses_bad_input():
