@@ -143,7 +143,7 @@ def show_viewer(view: CaseView, predicted: dict[str, np.ndarray], names: dict[st
 
     greys = [to_grey(cut(channel), window) for channel, window in zip(view.images, view.windows, strict=True)]
     colours = viewer.label_colours(binary)
-    st.markdown(viewer.legend_html(binary, inline=True), unsafe_allow_html=True)
+    st.markdown(viewer.legend_html(binary), unsafe_allow_html=True)
     items: list[tuple[np.ndarray | None, str]] = list(zip(greys, MODALITY_NAMES.values(), strict=True))
     if view.seg is not None:
         items.append((labels_rgb(cut(view.seg), colours), "True mask"))

@@ -57,11 +57,10 @@ def legend(binary: bool = False) -> list[tuple[str, tuple[int, int, int]]]:
     return [(LABEL_NAMES[label], colour) for label, colour in LABEL_COLOURS.items()]
 
 
-def legend_html(binary: bool = False, inline: bool = False) -> str:
-    """The legend as coloured squares and names, one per line or (``inline``) on one line (constant HTML)."""
-    display = "inline-block;margin-right:1.5em" if inline else "block"
+def legend_html(binary: bool = False) -> str:
+    """The legend as coloured squares and names on one line (constant HTML, no user input)."""
     items = [
-        f'<div style="display:{display}"><span style="display:inline-block;width:1em;height:1em;'
+        f'<div style="display:inline-block;margin-right:1.5em"><span style="display:inline-block;width:1em;height:1em;'
         f'margin-right:0.5em;vertical-align:middle;background:rgb{colour}"></span>{name}</div>'
         for name, colour in legend(binary)
     ]
