@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import re
 import stat
 import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from brats_core.errors import BratsError
 
@@ -66,8 +68,11 @@ def _unsafe_reason(info: zipfile.ZipInfo) -> str | None:
     return None
 
 
-def safe_extract_zip(zip_path: str | Path, dest: str | Path, limits: ZipLimits = ZipLimits()) -> list[Path]:
-    """Extract the regular files of ``zip_path`` under ``dest`` and return their paths.
+def safe_extract_zip(
+    zip_path: str | Path | BinaryIO, dest: str | Path, limits: ZipLimits = ZipLimits(), name: str | None = None
+) -> list[Path]:
+    """Extract the regular files of ``zip_path`` (a path, or a seekable binary stream called ``name`` in
+    messages) under ``dest`` and return their paths.
 
     Rejects (with :class:`BratsError`) corrupt archives, unsafe member names (absolute, drive letter, ``..``,
     backslash), symlinks, encrypted members and archives beyond ``limits`` (member count, sizes and
@@ -75,10 +80,14 @@ def safe_extract_zip(zip_path: str | Path, dest: str | Path, limits: ZipLimits =
     Directories and clutter (``__MACOSX/``, ``.DS_Store``, ``._*``) are skipped. Nothing is written outside
     ``dest``; on error the files already extracted by this call are removed.
     """
-    zip_path, dest = Path(zip_path), Path(dest)
-    label = f"archive '{zip_path.name}'"
+    is_path = isinstance(zip_path, (str, Path))
+    if is_path:
+        zip_path = Path(zip_path)
+    label = f"archive '{name or (zip_path.name if is_path else 'upload.zip')}'"
+    dest = Path(dest)
     try:
         archive = zipfile.ZipFile(zip_path)
+        size = zip_path.stat().st_size if is_path else zip_path.seek(0, io.SEEK_END)
     except FileNotFoundError as exc:
         raise BratsError(f"{label}: file not found ({zip_path})") from exc
     except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
@@ -87,7 +96,7 @@ def safe_extract_zip(zip_path: str | Path, dest: str | Path, limits: ZipLimits =
     try:
         with archive:
             members = _check_members(archive, label, limits)
-            compressed = min(sum(i.compress_size for i in members), zip_path.stat().st_size)
+            compressed = min(sum(i.compress_size for i in members), size)
             dest.mkdir(parents=True, exist_ok=True)
             root = dest.resolve()
             total = 0

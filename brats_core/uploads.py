@@ -65,16 +65,10 @@ def _save(source: BinaryIO, target: Path) -> None:
 
 
 def _unpack_zip(name: str, source: BinaryIO, folder: Path, limits: UploadLimits) -> set[Path]:
-    """Extract the zip into ``folder/files/<case folder>``; returns every extracted file."""
-    incoming = folder / "incoming"
-    incoming.mkdir()
-    archive = incoming / name
-    try:
-        _save(source, archive)
-        extract_root = folder / "files" / "extracted"
-        extracted = safe_extract_zip(archive, extract_root, limits.zip_limits)
-    finally:
-        shutil.rmtree(incoming, ignore_errors=True)
+    """Extract the zip (read from ``source`` itself: no copy of it is written) into
+    ``folder/files/<case folder>``; returns every extracted file."""
+    extract_root = folder / "files" / "extracted"
+    extracted = safe_extract_zip(source, extract_root, limits.zip_limits, name=name)
     not_nifti = [p for p in extracted if nifti_stem(p.name) is None]
     if not_nifti:
         member = not_nifti[0].relative_to(extract_root.resolve())
