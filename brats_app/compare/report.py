@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import csv
-import os
-import platform
 import statistics
 from collections.abc import Sequence
 from pathlib import Path
@@ -13,6 +11,7 @@ from brats_app.compare.runner import ModelRun, Sample
 from brats_app.registry import REGISTRY
 from brats_core.config import HD95_ONE_EMPTY, REGIONS
 from brats_core.figures import case_figure, dice_plot
+from brats_core.provenance import this_machine
 
 LEGACY_LABEL = "legacy slice score (original project's metric; not comparable)"
 #: The seed project's headline numbers (its own data, metric and split) and the row each one names.
@@ -144,7 +143,7 @@ def machine() -> str:
         device = f"cuda ({torch.cuda.get_device_name(0)}, {torch.cuda.device_count()} GPU(s))"
     else:
         device = "cpu (no CUDA device)"
-    return f"{platform.platform()}, {os.cpu_count()} CPUs, torch {torch.__version__} on {device}"
+    return f"{this_machine()}, torch {torch.__version__} on {device}"
 
 
 def write_markdown(path: Path, runs: dict[str, ModelRun], header: dict[str, str],
