@@ -16,6 +16,9 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
+from brats_core.config import REGIONS
+from brats_core.errors import BratsError
+
 
 @dataclass(frozen=True)
 class Provenance:
@@ -55,9 +58,6 @@ def cv_scores(summary_path: Path | str) -> dict[str, float]:
 
     Raises :class:`BratsError` naming the file when it is missing or is not such a summary.
     """
-    from brats_core.config import REGIONS
-    from brats_core.errors import BratsError
-
     path = Path(summary_path)
     try:
         summary = json.loads(path.read_text())
