@@ -19,11 +19,10 @@ import numpy as np
 import torch
 
 from brats_core.config import LABELS, REGIONS
+from brats_core.labels import DEFAULT_THRESHOLDS
 from brats_core.preprocessing import Geometry
 from Deep_Learning_Model.model import BINARY_TUMOUR_LABEL, HEADS
 
-#: Thresholds of the WT, TC and ET probabilities of a regions head when none were tuned.
-DEFAULT_THRESHOLDS: tuple[float, float, float] = (0.5, 0.5, 0.5)
 #: Class indices (0..3 as :func:`brats_core.labels.labels_to_classes`) making up each region WT, TC, ET.
 REGION_CLASSES: tuple[tuple[int, ...], ...] = tuple(
     tuple(LABELS.index(label) for label in labels) for labels in REGIONS.values()

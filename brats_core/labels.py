@@ -12,6 +12,8 @@ _LABEL_TO_CLASS = np.zeros(256, dtype=np.uint8)
 for _index, _label in enumerate(LABELS):
     _LABEL_TO_CLASS[_label] = _index
 _CLASS_TO_LABEL = np.asarray(LABELS, dtype=np.uint8)
+#: Thresholds of the WT, TC and ET probabilities of a regions head when none were tuned.
+DEFAULT_THRESHOLDS: tuple[float, float, float] = (0.5, 0.5, 0.5)
 
 
 def labels_to_classes(labels: np.ndarray) -> np.ndarray:
@@ -42,7 +44,7 @@ def regions_to_labels(regions: np.ndarray) -> np.ndarray:
     return out
 
 
-def region_scores_to_labels(scores: np.ndarray, thresholds: Sequence[float] = (0.5, 0.5, 0.5)) -> np.ndarray:
+def region_scores_to_labels(scores: np.ndarray, thresholds: Sequence[float] = DEFAULT_THRESHOLDS) -> np.ndarray:
     """Labels 0/1/2/4 (uint8) from region scores ``(3, ...)`` (WT, TC, ET probabilities, e.g. of a sigmoid head).
 
     Each region is its score above its threshold; the masks are then nested as in :func:`regions_to_labels`

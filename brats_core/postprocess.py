@@ -24,7 +24,7 @@ from scipy import ndimage
 
 from brats_core.config import REGIONS, check_known_fields
 from brats_core.errors import BratsError
-from brats_core.labels import labels_to_regions
+from brats_core.labels import DEFAULT_THRESHOLDS, labels_to_regions
 from brats_core.metrics import dice
 
 #: Volumes (mm³) tried by :func:`tune_postprocess` for each parameter (0: off).
@@ -38,7 +38,7 @@ class PostprocessConfig:
     """Parameters of :func:`apply_postprocess`; the defaults change nothing."""
 
     #: Thresholds of the WT, TC and ET probabilities (models with a region head only).
-    thresholds: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    thresholds: tuple[float, float, float] = DEFAULT_THRESHOLDS
     #: Tumour components smaller than this (mm³) are removed; 0 keeps all.
     min_component_mm3: float = 0.0
     #: ET becomes NCR/NET (label 1) when its total volume is below this (mm³); 0 keeps it.
@@ -140,7 +140,7 @@ def tune_postprocess(
     cases: Sequence[tuple[np.ndarray, np.ndarray, Sequence[float]]],
     component_grid: Sequence[float] = COMPONENT_GRID,
     et_grid: Sequence[float] = ET_GRID,
-    thresholds: Sequence[float] = (0.5, 0.5, 0.5),
+    thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
 ) -> tuple[PostprocessConfig, dict]:
     """The (component volume, ET volume) pair of the grids with the best mean Dice over ``cases``.
 

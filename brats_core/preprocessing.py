@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from brats_core.cases import Case
 from brats_core.config import PreprocessConfig
 from brats_core.errors import BratsError
-from brats_core.labels import region_scores_to_labels
+from brats_core.labels import DEFAULT_THRESHOLDS, region_scores_to_labels
 
 #: Floor of the intensity standard deviation used for z-scoring (a constant modality maps to 0).
 STD_FLOOR = 1e-6
@@ -188,7 +188,7 @@ class Geometry:
         return self._restore_chunks(scores, decide, int(table[0]), chunk)
 
     def restore_regions(
-        self, scores: np.ndarray | torch.Tensor, thresholds: Sequence[float] = (0.5, 0.5, 0.5), chunk: int = 32
+        self, scores: np.ndarray | torch.Tensor, thresholds: Sequence[float] = DEFAULT_THRESHOLDS, chunk: int = 32
     ) -> np.ndarray:
         """BraTS labels (X, Y, Z) uint8 of region scores (Z', 3, S, S) (WT, TC, ET probabilities).
 
