@@ -22,7 +22,7 @@ from brats_core.config import PreprocessConfig
 from brats_core.errors import BratsError
 from brats_core.provenance import cv_scores, this_machine, today
 from Machine_Learning_Model.features import FeatureConfig
-from Machine_Learning_Model.models import MEMBERS, VoxelSegmenter
+from Machine_Learning_Model.models import MEMBERS, VoxelSegmenter, members_of
 
 
 def fold_checkpoints(cv_out: Path, name: str) -> list[Path]:
@@ -72,13 +72,13 @@ def final_models(models: list[str], files: list[CaseFiles], cv_out: Path, prepro
     start = time.perf_counter()
     atlas, features, targets = training_samples(files, preprocess_config, feature_config, samples_per_case, seed)
     features_s = time.perf_counter() - start
-    members = list(MEMBERS) if "ensemble" in models else [m for m in MEMBERS if m in models]
+    members = list(members_of(*models))
     estimators, fit_s = fit_members(members, features, targets, knn_max_samples, seed, log)
     levels = atlas.levels()
     out = {}
     for name in models:
         chosen = settings[name]
-        own = MEMBERS if name == "ensemble" else (name,)
+        own = members_of(name)
         segmenter = VoxelSegmenter(name, {m: estimators[m] for m in own}, chosen["thresholds"], levels,
                                    preprocess_config, feature_config, lead=chosen["lead"],
                                    min_component_fraction=chosen["min_component_fraction"])

@@ -54,6 +54,11 @@ CHUNK = 100_000
 _TUMOUR_LABELS = np.asarray(LABELS[1:], dtype=np.uint8)
 
 
+def members_of(*models: str) -> tuple[str, ...]:
+    """The member classifiers that ``models`` use (the ensemble uses all three), in :data:`MEMBERS` order."""
+    return tuple(m for m in MEMBERS if "ensemble" in models or m in models)
+
+
 def build_estimator(name: str, seed: int = 0, n_jobs: int | None = None) -> Any:
     """An unfitted scikit-learn estimator for ``name`` (one of :data:`MEMBERS`)."""
     if name == "ridge":
@@ -168,7 +173,7 @@ class VoxelSegmenter:
 
     @property
     def members(self) -> tuple[str, ...]:
-        return MEMBERS if self.name == "ensemble" else (self.name,)
+        return members_of(self.name)
 
     def set_n_jobs(self, n_jobs: int | None) -> None:
         for estimator in self.estimators.values():

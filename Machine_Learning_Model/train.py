@@ -39,11 +39,11 @@ from brats_core.split import split_case_files
 from Machine_Learning_Model.features import FeatureConfig, atlas_prior, image_features, prior_features
 from Machine_Learning_Model.models import (
     CHECKPOINT_DIR,
-    MEMBERS,
     MODEL_NAMES,
     VoxelSegmenter,
     build_estimator,
     drop_small_components,
+    members_of,
 )
 from Naive_Model.naive_mean_model import AtlasCounts
 
@@ -207,7 +207,7 @@ def train(models: list[str], train_files: list[CaseFiles], val_files: list[CaseF
     features_s = time.perf_counter() - start
     log(f"features: {features.shape[0]} samples x {features.shape[1]} from {atlas.n_cases} cases in {features_s:.1f} s")
 
-    members = list(MEMBERS) if "ensemble" in models else [m for m in MEMBERS if m in models]
+    members = list(members_of(*models))
     estimators, fit_s = fit_members(members, features, targets, knn_max_samples, seed, log)
 
     start = time.perf_counter()
@@ -228,7 +228,7 @@ def train(models: list[str], train_files: list[CaseFiles], val_files: list[CaseF
     out = {}
     for name in models:
         start = time.perf_counter()
-        own = MEMBERS if name == "ensemble" else (name,)
+        own = members_of(name)
         segmenter = VoxelSegmenter(name, {m: estimators[m] for m in own}, {m: thresholds[m] for m in own},
                                    levels, preprocess_config, feature_config,
                                    lead=lead if name == "ensemble" else None)
