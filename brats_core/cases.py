@@ -166,8 +166,8 @@ def find_cases(path: str | Path, shown_as: str | None = None, root_name: str | N
     folder are grouped by the file-name prefix, which becomes the case id. Missing or duplicate modalities
     raise :class:`BratsError`; geometry and labels are checked by :func:`load_case`. ``shown_as`` names
     ``path`` in messages (e.g. the zip it was extracted from); ``root_name`` names a single case lying in
-    ``path`` itself when the folder's own name is meaningless (an extraction folder). A ``.zip`` is opened
-    with :func:`open_cases`.
+    ``path`` itself when the folder's own name is meaningless (an extraction folder). A ``.zip`` is refused
+    here: :func:`open_cases` opens one.
     """
     path = Path(path)
     label = shown_as or str(path)

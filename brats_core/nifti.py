@@ -107,6 +107,8 @@ def check_same_geometry(
 
 
 def check_labels(seg: np.ndarray, name: str) -> np.ndarray:
+    """``seg`` as uint8 when it holds only BraTS labels 0/1/2/4, else :class:`BratsError` naming ``name`` (with a
+    hint for the MSD 0/1/2/3 convention)."""
     values = _label_values(seg)
     bad = [v for v in values if v not in LABELS]
     if not bad:
