@@ -292,10 +292,16 @@ def _train_final(args: argparse.Namespace, models: list[str], files: list[CaseFi
           f"from the cross-validation in {args.cv}", flush=True)
     segmenters = final_models(models, files, args.cv, PreprocessConfig(size=args.size), FeatureConfig(),
                               args.samples_per_case, args.knn_max_samples, args.seed, log=partial(print, flush=True))
-    for name, segmenter in segmenters.items():
-        path = segmenter.save(args.checkpoints / f"{name}.joblib")
-        print(f"saved {path} ({path.stat().st_size / 1e6:.2f} MB)", flush=True)
+    for segmenter in segmenters.values():
+        _save(segmenter, args.checkpoints)
     return 0
+
+
+def _save(segmenter: VoxelSegmenter, folder: Path) -> Path:
+    """``<folder>/<model>.joblib``, said on stdout with its size."""
+    path = segmenter.save(folder / f"{segmenter.name}.joblib")
+    print(f"saved {path} ({path.stat().st_size / 1e6:.2f} MB)", flush=True)
+    return path
 
 
 def _train(args: argparse.Namespace, models: list[str], subsets: dict[str, list[CaseFiles]]) -> int:
@@ -309,8 +315,7 @@ def _train(args: argparse.Namespace, models: list[str], subsets: dict[str, list[
     print(f"trained {', '.join(models)} in {time.perf_counter() - start:.1f} s", flush=True)
     test_files = [] if args.no_eval else subsets["test"]
     for name, segmenter in segmenters.items():
-        path = segmenter.save(args.checkpoints / f"{name}.joblib")
-        print(f"saved {path} ({path.stat().st_size / 1e6:.2f} MB)", flush=True)
+        path = _save(segmenter, args.checkpoints)
         if test_files:
             out_dir = args.results / name
             segmenter.set_n_jobs(-1)
