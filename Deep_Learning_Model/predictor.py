@@ -24,7 +24,7 @@ from brats_core.device import autocast, resolve_device
 from brats_core.errors import CheckpointError
 from brats_core.postprocess import PostprocessConfig, apply_postprocess
 from brats_core.preprocessing import Geometry, Preprocessed, preprocess
-from brats_core.provenance import Provenance
+from brats_core.provenance import Provenance, summary_scores
 from Deep_Learning_Model.export import load_export
 from Deep_Learning_Model.heads import probabilities, restore_labels
 from Deep_Learning_Model.model import ModelConfig
@@ -155,16 +155,16 @@ class Predictor:
 
     @property
     def provenance(self) -> Provenance:
-        """The export's training record: cases, scores (the cross-validation's mean Dice when ``cv.py`` recorded
-        one, else the validation Dice of the best epoch), time and machine."""
+        """The export's training record: cases, scores (the validation Dice of the best epoch, ``val_*``, and the
+        out-of-fold scores of the cross-validation when ``cv.py`` recorded one, ``cv_*``), time and machine."""
         info, metrics = self.meta.get("info", {}), self.meta.get("metrics", {})
-        scores = {key: float(metrics[key]["dice"]) for key in REGIONS if isinstance(metrics.get(key), dict)}
+        scores = {f"val_{key}_dice": float(metrics[key]["dice"]) for key in REGIONS
+                  if isinstance(metrics.get(key), dict)}
         if metrics.get("mean_dice") is not None:
-            scores["mean"] = float(metrics["mean_dice"])
-        cv = info.get("cv", {}).get("scores")
-        if cv:
-            scores = {region: float(cv[region]["dice"]["mean"]) for region in REGIONS}
-            scores["mean"] = sum(scores.values()) / len(REGIONS)
+            scores["val_mean_dice"] = float(metrics["mean_dice"])
+        cv = info.get("cv", {})
+        if cv.get("scores"):  # a final export of cv.py: its CV's out-of-fold scores, named as every family's
+            scores.update(summary_scores({**cv["scores"], "n_cases": cv["cases"]}))
         return Provenance(
             train_cases=tuple(info.get("train_cases", ())), val_cases=tuple(info.get("val_cases", ())),
             cv_scores=scores or None, train_seconds=info.get("train_seconds"),

@@ -51,24 +51,28 @@ def today() -> str:
     return date.today().isoformat()
 
 
+def summary_scores(summary: Mapping) -> dict[str, float]:
+    """Out-of-fold scores from a pooled harness summary (``summary.json`` that ``brats_core.evaluation.write_reports`` writes over all the
+    folds): mean and sd of Dice and HD95 per region and the number of cases, as
+    ``{"cv_WT_dice_mean": ..., "cv_n_cases": 27.0}``. Raises KeyError/TypeError/ValueError on another shape."""
+    scores = {f"cv_{r}_{m}_{s}": float(summary[r][m][s]) for r in REGIONS for m in ("dice", "hd95") for s in ("mean", "sd")}
+    scores["cv_n_cases"] = float(summary["n_cases"])
+    return scores
+
+
 def cv_scores(summary_path: Path | str) -> dict[str, float]:
-    """Out-of-fold scores of one model from the harness's pooled ``summary.json`` of a cross-validation
-    (``brats compare --folds K`` writes ``<out>/compare/<model>/summary.json``): mean and sd of Dice and HD95 per
-    region and the number of cases, as ``{"cv_WT_dice_mean": ..., "cv_n_cases": 27.0}``.
+    """:func:`summary_scores` of one model's pooled ``summary.json`` of a cross-validation (``brats compare --folds
+    K`` writes ``<out>/compare/<model>/summary.json``).
 
     Raises :class:`BratsError` naming the file when it is missing or is not such a summary.
     """
     path = Path(summary_path)
     try:
-        summary = json.loads(path.read_text())
-        scores = {f"cv_{r}_{m}_{s}": float(summary[r][m][s])
-                  for r in REGIONS for m in ("dice", "hd95") for s in ("mean", "sd")}
-        scores["cv_n_cases"] = float(summary["n_cases"])
+        return summary_scores(json.loads(path.read_text()))
     except FileNotFoundError:
         raise BratsError(f"{path}: no cross-validation summary (run `brats compare --folds 5` first)") from None
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise BratsError(f"{path}: not a cross-validation summary of the harness ({type(exc).__name__}: {exc})") from None
-    return scores
 
 
 def add_final_options(parser: argparse.ArgumentParser, all_cases_help: str, cv_help: str) -> None:

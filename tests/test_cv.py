@@ -88,7 +88,8 @@ def test_cv_trains_in_resumable_calls_scores_out_of_fold_and_trains_the_final_mo
 
     provenance = Predictor.from_export(tmp_path / "unet/final/export.pt", "cpu").provenance
     summary = json.loads((tmp_path / "unet/cv/summary.json").read_text())
-    assert provenance.cv_scores["WT"] == pytest.approx(summary["WT"]["dice"]["mean"])
+    assert provenance.cv_scores["cv_WT_dice_mean"] == pytest.approx(summary["WT"]["dice"]["mean"])
+    assert provenance.cv_scores["cv_n_cases"] == 4
     best = [json.loads((tmp_path / f"unet/fold_{k}/train_summary.json").read_text())["best_epoch"] for k in (1, 2)]
     assert info["train_config"]["epochs"] == math.ceil(statistics.median(best))  # chosen from the CV
 
