@@ -6,8 +6,9 @@
     python -m Deep_Learning_Model.cv all --from-cache C --out runs/cv --time-limit 8.5    # all of it, resumable
 
 Made for a lent GPU without NIfTI files (only the cache travels, ``brats_core.transport``) and with a limit per
-call: the folds are ``splits/cv27/fold_<k>.json`` (the folds of ``brats compare --folds 5`` with seed 0, whose
-validation cases come from the training folds) and the final split ``splits/cv27/all.json`` (every case trains).
+call: the folds are those of ``brats compare --folds 5`` (:func:`brats_core.split.fold_splits` of ``--split``,
+default ``splits/brats_dev.json``, seed 0: validation cases from the training folds), written once as
+``<out>/splits/fold_<k>.json``, and the final split ``<out>/splits/all.json`` (every case trains).
 
 - ``train`` trains the folds in order into ``<out>/<model>/fold_<k>``: a finished fold is skipped, a started one
   resumed (``last.pt``), and every run stops at the epoch boundary that fits ``--time-limit`` minutes (all folds
@@ -38,20 +39,30 @@ from pathlib import Path
 import numpy as np
 
 from brats_core.cache import open_cache
-from brats_core.config import REGIONS, REPO_ROOT
+from brats_core.config import DEFAULT_SPLIT, REGIONS, REPO_ROOT
 from brats_core.errors import BratsError
 from brats_core.evaluation import evaluate_case, write_reports
 from brats_core.postprocess import PostprocessConfig, apply_postprocess, tune_postprocess
 from brats_core.preprocessing import Preprocessed
-from brats_core.split import load_split
+from brats_core.split import all_cases_split, fold_splits, load_split, save_split
 from Deep_Learning_Model import train as train_script
 from Deep_Learning_Model.export import read_export
 from Deep_Learning_Model.fusion import FUSED, raw_segmenter
 from Deep_Learning_Model.serialization import plain_data, save_atomic
 from Deep_Learning_Model.training.distributed import DistContext
 
-#: The committed folds (``fold_<k>.json``) and the final split (``all.json``).
-SPLITS = REPO_ROOT / "splits" / "cv27"
+
+def write_splits(out: Path, split_path: Path = DEFAULT_SPLIT, k: int = 5, seed: int = 0) -> Path:
+    """``<out>/splits/``: ``fold_<k>.json`` (compare's folds of ``split_path``) and ``all.json`` (every case
+    trains), written on the first call; later calls (resuming) keep the files they find."""
+    folder = out / "splits"
+    if not (folder / "all.json").is_file():
+        split = load_split(split_path)
+        for f, fold in enumerate(fold_splits(split, k, seed), start=1):
+            save_split(fold, folder / f"fold_{f}.json")
+        save_split(all_cases_split(split, f"Final models: every case of {split_path.name} trains; epochs chosen "
+                                          f"from the {k}-fold CV (fold_*.json beside this file)."), folder / "all.json")
+    return folder
 
 
 def fold_numbers(splits: Path) -> list[int]:
@@ -85,7 +96,7 @@ def _train(run_dir: Path, options: dict, deadline: float) -> bool:
 
 
 def train_folds(model: str, out: Path, options: dict, minutes: float, folds: list[int],
-                splits: Path = SPLITS) -> list[int]:
+                splits: Path) -> list[int]:
     """Train (or go on with) ``folds`` until ``minutes`` have passed; returns the folds finished."""
     deadline = time.monotonic() + 60.0 * minutes
     done = []
@@ -117,8 +128,8 @@ def _evaluate(item: tuple) -> dict:
     return {**evaluate_case(labels, reference, spacing, case_id), **extra}
 
 
-def score_folds(model: str, out: Path, cache: Path, tta: bool = False, device: str | None = None,
-                splits: Path = SPLITS, jobs: int = 1) -> dict:
+def score_folds(model: str, out: Path, cache: Path, splits: Path, tta: bool = False, device: str | None = None,
+                jobs: int = 1) -> dict:
     """Out-of-fold predictions of every case from the cache, scored (``jobs`` processes compute the metrics);
     post-processing tuned on them."""
     oof = []
@@ -145,7 +156,7 @@ def score_folds(model: str, out: Path, cache: Path, tta: bool = False, device: s
     return {"summary": summary, "postprocessed": post, "postprocess": config.to_dict()}
 
 
-def final_epochs(model: str, out: Path, splits: Path = SPLITS) -> int:
+def final_epochs(model: str, out: Path, splits: Path) -> int:
     """The median (rounded up) of the folds' best epochs."""
     best = []
     for k in fold_numbers(splits):
@@ -169,7 +180,7 @@ def record_cv(export: Path, model: str, out: Path) -> None:
     save_atomic(payload, export)
 
 
-def train_final(model: str, out: Path, options: dict, deadline: float, splits: Path = SPLITS) -> bool:
+def train_final(model: str, out: Path, options: dict, deadline: float, splits: Path) -> bool:
     """Train (or go on with) the final model on ``splits/all.json``; record the CV in its export when done."""
     run_dir = out / model / "final"
     if not (run_dir / "last.pt").is_file():
@@ -181,7 +192,7 @@ def train_final(model: str, out: Path, options: dict, deadline: float, splits: P
     return finished
 
 
-def run_all(out: Path, cache: Path, options: dict, minutes: float, splits: Path = SPLITS,
+def run_all(out: Path, cache: Path, options: dict, minutes: float, splits: Path,
             device: str | None = None, jobs: int = 1) -> str:
     """Every step for unet and sspp within ``minutes``, skipping what is done; returns where it stands.
 
@@ -197,7 +208,7 @@ def run_all(out: Path, cache: Path, options: dict, minutes: float, splits: Path 
         if not (cv_dir(out, model) / "summary.json").is_file():
             if deadline - time.monotonic() < 120:
                 return "out of time before scoring; call again"
-            score_folds(model, out, cache, False, device, splits, jobs)
+            score_folds(model, out, cache, splits, False, device, jobs)
     for model in FUSED:
         if not train_final(model, out, {**options, "model": model}, deadline, splits):
             return f"{model} final model not finished; call again"
@@ -205,7 +216,7 @@ def run_all(out: Path, cache: Path, options: dict, minutes: float, splits: Path 
         if not (cv_dir(out, model, tta=True) / "summary.json").is_file():
             if deadline - time.monotonic() < 120:
                 return "done but the scores with test-time flips; call again for those"
-            score_folds(model, out, cache, True, device, splits, jobs)
+            score_folds(model, out, cache, splits, True, device, jobs)
     return "done: folds, scores (with and without test-time flips) and final models of unet and sspp"
 
 
@@ -220,7 +231,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "results" / "runs" / "cv")
     parser.add_argument("--preset", default="cv27", help="training preset (default cv27)")
     parser.add_argument("--time-limit", type=float, default=9.0, metavar="MINUTES", help="train/final (default 9)")
-    parser.add_argument("--splits", type=Path, default=SPLITS, help="folder of fold_<k>.json and all.json")
+    parser.add_argument("--split", type=Path, default=DEFAULT_SPLIT, help="split whose 5 folds are the CV "
+                        "(default splits/brats_dev.json); written as <out>/splits/fold_<k>.json and all.json")
+    parser.add_argument("--splits", type=Path, help="a folder of fold_<k>.json and all.json to use instead")
     parser.add_argument("--folds", type=int, nargs="*", help="train: which folds (default all)")
     parser.add_argument("--tta", action="store_true", help="score: test-time flips")
     parser.add_argument("--device", choices=("cpu", "cuda"))
@@ -233,13 +246,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.device:
         options["device"] = args.device
     try:
+        args.splits = args.splits or write_splits(args.out, args.split)
         if args.command == "all":
             options.pop("model")
             status = run_all(args.out, args.from_cache, options, args.time_limit, args.splits, args.device, args.jobs)
             print(f"cv all: {status}")
             return 0
         if args.command == "score":
-            result = score_folds(args.model, args.out, args.from_cache, args.tta, args.device, args.splits,
+            result = score_folds(args.model, args.out, args.from_cache, args.splits, args.tta, args.device,
                                  args.jobs)
             print(json.dumps({k: result[k] for k in ("postprocess",)} | {
                 "cv_dice": {r: result["summary"][r]["dice"]["mean"] for r in REGIONS},

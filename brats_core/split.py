@@ -194,6 +194,40 @@ def split_case_files(data: Path | str, split_path: Path | str) -> Iterator[dict[
         yield {key: [files[case_id] for case_id in split[key]] for key in SUBSETS}
 
 
+def fold_splits(split: dict, k: int, seed: int) -> list[dict]:
+    """One split per fold: test = fold f, val and train from the other folds (val as large as the split's own).
+
+    Uses the split's ``folds`` when it has ``k`` of them, else a fresh patient-level ``k``-fold partition
+    (:func:`make_split`) of all its cases. Validation patients are drawn whole (all their
+    timepoints, :func:`patient_id`); each fold keeps at least two training patients.
+    """
+    all_ids = sorted({i for key in ("train", "val", "test") for i in split[key]})
+    folds = split["folds"] if len(split["folds"]) == k else make_split(all_ids, seed=seed, folds=k)["folds"]
+    if len(folds) != k:
+        raise BratsError(f"{len(all_ids)} cases are too few for {k} folds")
+    out = []
+    for f, fold in enumerate(folds):
+        rest = group_by_patient(sorted(set(all_ids) - set(fold)))
+        patients = list(rest)
+        n_val = min(max(len({patient_id(i) for i in split["val"]}), 1), max(len(patients) - 2, 0))
+        order = [rest[patients[i]] for i in np.random.default_rng([seed, f]).permutation(len(patients))]
+        out.append({
+            "seed": seed, "train": sorted(i for ids in order[n_val:] for i in ids),
+            "val": sorted(i for ids in order[:n_val] for i in ids), "test": sorted(fold),
+            "folds": [sorted(fold_) for fold_ in folds], "created": date.today().isoformat(),
+            "note": f"Fold {f + 1} of {k}: test = fold {f + 1}; {n_val} validation patient(s) drawn from the "
+                    f"other folds with seed {seed}; the rest train.",
+        })  # fmt: skip
+    return out
+
+
+def all_cases_split(split: dict, note: str) -> dict:
+    """The split of a final model: every case of ``split`` trains (no validation, no test), folds kept."""
+    ids = sorted(i for key in SUBSETS for i in split[key])
+    return {"seed": split["seed"], "train": ids, "val": [], "test": [], "folds": split["folds"],
+            "created": date.today().isoformat(), "note": note}
+
+
 def main(argv: list[str]) -> int:
     from brats_core.cases import open_cases
 

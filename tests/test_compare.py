@@ -14,7 +14,6 @@ import pytest
 import brats_app.compare.runner as compare_module
 from brats_app.cli import main as brats
 from brats_app.compare.cli import main
-from brats_app.compare.folds import fold_splits
 from brats_app.compare.report import LEGACY_LABEL, SEED_NUMBERS
 from brats_app.registry import REGISTRY
 from brats_core.cases import find_cases
@@ -27,7 +26,7 @@ from brats_core.figures import (
     overlay,
     to_grey,
 )
-from brats_core.split import load_split, make_split, patient_id, save_split
+from brats_core.split import fold_splits, load_split, make_split, patient_id, save_split
 from brats_core.synth import write_dataset
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -10,12 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from brats_app.compare.folds import fold_splits
 from brats_core.cache import build_cache, cache_path
 from brats_core.cases import find_cases
 from brats_core.config import DEFAULT_SPLIT, PreprocessConfig
-from brats_core.split import load_split, save_split
-from Deep_Learning_Model.cv import SPLITS, fold_numbers
+from brats_core.split import fold_splits, load_split, save_split
+from Deep_Learning_Model.cv import fold_numbers, write_splits
 from Deep_Learning_Model.cv import main as cv
 from Deep_Learning_Model.export import load_export
 
@@ -24,17 +23,20 @@ TINY = ["--", "--base-width", "4", "--batch-size", "4", "--epochs", "2", "--max-
         "cpu", "--val-every", "1"]
 
 
-def test_committed_folds_are_those_of_compare_and_the_final_split_trains_every_case():
+def test_written_folds_are_those_of_compare_and_the_final_split_trains_every_case(tmp_path) -> None:
+    folder = write_splits(tmp_path)
+    assert folder == tmp_path / "splits" and fold_numbers(folder) == [1, 2, 3, 4, 5]
     split = load_split(DEFAULT_SPLIT)
-    expected = fold_splits(split, 5, 0)
-    assert fold_numbers(SPLITS) == [1, 2, 3, 4, 5]
-    for k, fold in enumerate(expected, start=1):
-        committed = load_split(SPLITS / f"fold_{k}.json")
-        assert {key: committed[key] for key in ("train", "val", "test", "folds")} == {
+    for k, fold in enumerate(fold_splits(split, 5, 0), start=1):
+        written = load_split(folder / f"fold_{k}.json")
+        assert {key: written[key] for key in ("train", "val", "test", "folds")} == {
             key: fold[key] for key in ("train", "val", "test", "folds")}
-    final = load_split(SPLITS / "all.json")
+    final = load_split(folder / "all.json")
     cases = sorted(i for key in ("train", "val", "test") for i in split[key])
     assert sorted(final["train"]) == cases and final["val"] == final["test"] == []
+    (folder / "fold_1.json").write_text((folder / "fold_2.json").read_text())  # a resumed run keeps its files
+    assert write_splits(tmp_path) == folder and load_split(folder / "fold_1.json")["test"] == fold_splits(
+        split, 5, 0)[1]["test"]
 
 
 @pytest.fixture(scope="module")

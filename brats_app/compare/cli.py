@@ -13,14 +13,14 @@ from pathlib import Path
 from tqdm import tqdm
 
 from brats_app.compare import __doc__ as PACKAGE_DOC
-from brats_app.compare.folds import fold_splits, pool, resolve_split
+from brats_app.compare.folds import pool, resolve_split
 from brats_app.compare.report import machine, table, write_csv, write_figures, write_markdown
 from brats_app.compare.runner import ModelRun, Options, run_split
 from brats_app.registry import REGISTRY
 from brats_core.cases import find_cases
 from brats_core.config import RESULTS_DIR
 from brats_core.helptext import PlainHelpFormatter, description
-from brats_core.split import save_split
+from brats_core.split import fold_splits, save_split
 
 DESCRIPTION = description(PACKAGE_DOC)
 
