@@ -36,6 +36,12 @@ def _require_browser() -> None:
         pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (`make browser` or apt-get install chromium)")
 
 
+def _single_width(images) -> float | None:
+    """The rendered width of the one element ``images`` matches; None while a rerun shows none or two (read in
+    one call, so an element that appears meanwhile cannot break it)."""
+    return images.evaluate_all("els => els.length === 1 ? els[0].getBoundingClientRect().width : null")
+
+
 def _image(page, caption: str):
     """The <img> of the Streamlit image whose caption is ``caption``."""
     return (
@@ -77,6 +83,7 @@ def test_sample_prediction_in_the_browser(tmp_path, random_export, random_unet_e
                     expect(dice_table).to_contain_text(region)
 
                 overlay = _image(page, "Overlay: prediction on FLAIR")
+                expect(overlay).to_have_count(1, timeout=SLOW_MS)  # no lingering copy of a rerun
                 expect(overlay).to_be_visible()
                 page.wait_for_function(
                     "img => img.complete && img.naturalWidth > 0", arg=overlay.element_handle()
@@ -90,15 +97,15 @@ def test_sample_prediction_in_the_browser(tmp_path, random_export, random_unet_e
                 assert not page.locator("[data-testid='stException']").count()
 
                 # The size control: one image per row uses the page's width.
-                small = overlay.bounding_box()["width"]
+                small = _single_width(overlay)
                 page.get_by_role("combobox", name="Images per row").click()
                 page.get_by_role("option", name="1", exact=True).click()
-                for _ in range(120):  # the images are drawn again, larger
-                    box = overlay.bounding_box() if overlay.count() == 1 else None
-                    if box and box["width"] > 900:
+                for _ in range(120):  # the images are drawn again, larger (the old ones linger during a rerun)
+                    width = _single_width(overlay)
+                    if width and width > 900:
                         break
                     page.wait_for_timeout(250)
-                assert small < 400 and box and box["width"] > 900, (small, box)
+                assert small and small < 400 and width and width > 900, (small, width)
 
                 # The model switch: add the U-Net and compare both side by side, each with its Dice.
                 sidebar = page.locator("[data-testid='stSidebar']")
