@@ -48,7 +48,7 @@ from Deep_Learning_Model.training.state import load_training_state
 #: not continue the same run.
 RESUME_OVERRIDABLE = frozenset(
     {"device", "amp", "channels_last", "workers", "data", "from_cache", "cache_dir", "out", "export",
-     "val_every", "val_batch_size", "val_tta"}
+     "val_every", "val_batch_size", "val_tta", "snapshot_every"}
 )
 #: ``--augment NAME``: the augmentation settings it selects.
 AUGMENTATIONS: dict[str, AugmentConfig] = {"default": AugmentConfig(), "strong": STRONG_AUGMENT}
@@ -134,6 +134,8 @@ def build_parser(model: str | None = None) -> argparse.ArgumentParser:
     add("--val-every", type=int, help="validate every N epochs (and always after the last one)")
     add("--val-batch-size", type=int)
     add("--val-tta", action=argparse.BooleanOptionalAction, help="flip test-time augmentation in validation")
+    add("--snapshot-every", type=_none_if_zero, metavar="N",
+        help="also export the model every N epochs to <out>/snapshots/epoch_<N>.pt (0: never)")
     add("--resume", help="continue the run of this training state (last.pt)")
     add("--stop-after", type=int, help="run at most N epochs in this invocation (resume later)")
     add("--time-limit", type=float, metavar="MINUTES",

@@ -88,6 +88,7 @@ def test_presets_and_json_round_trip():
         ({"ce_weight": 0.0, "dice_weight": 0.0}, "ce_weight"),
         ({"learning_rate": 1.0}, "unknown"),
         ({"model": "sspp", "size": 32}, "SSPP windows"),
+        ({"snapshot_every": -1}, "snapshot_every must be >= 1"),
     ],
 )
 def test_invalid_config_raises(overrides, message):

@@ -55,6 +55,11 @@ from Deep_Learning_Model.training.validation import validate
 BAR_REFRESH_STEPS = 10
 
 
+def snapshot_path(out_dir: Path, epoch: int) -> Path:
+    """Where a run with ``snapshot_every`` writes the export of ``epoch``."""
+    return out_dir / "snapshots" / f"epoch_{epoch:03d}.pt"
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -274,6 +279,10 @@ class Trainer:
         if self.best["epoch"] == epoch:
             with atomic_path(self.out_dir / "best.pt") as tmp:
                 shutil.copyfile(last, tmp)
+        if cfg.snapshot_every and epoch % cfg.snapshot_every == 0:
+            self._save_export(self.net, snapshot_path(self.out_dir, epoch), metrics or {},
+                              {"train_config": cfg.to_dict(), "train_cases": self.data.train_ids,
+                               "val_cases": self.data.val_ids, "epochs_trained": epoch, "snapshot": True})
         message = f"epoch {epoch}/{cfg.epochs}: loss {row['train_loss']:.4f}, {row['slices_per_s']:.1f} slices/s"
         if metrics is not None:
             dice = ", ".join(f"{r} {metrics[r]['dice']:.3f}" for r in REGIONS)
@@ -307,11 +316,11 @@ class Trainer:
         best = load_training_state(self.out_dir / "best.pt")
         model = build_model(self.model_config)
         model.load_state_dict(best["model"])
-        metrics = self.best["metrics"] or {}
-        return save_export(
-            self.cfg.export_path, model, self.model_config, self.data.preprocess, metrics,
-            {**info, "best_epoch": self.best["epoch"], "epochs_trained": self.epoch},
-        )
+        info = {**info, "best_epoch": self.best["epoch"], "epochs_trained": self.epoch}
+        return self._save_export(model, self.cfg.export_path, self.best["metrics"] or {}, info)
+
+    def _save_export(self, model: nn.Module, path: Path, metrics: dict, info: dict) -> Path:
+        return save_export(path, model, self.model_config, self.data.preprocess, metrics, info)
 
     def summary(self, wall_seconds: float) -> dict:
         rates = [row["slices_per_s"] for row in self.history]
