@@ -3,7 +3,7 @@
     python -m Deep_Learning_Model.cv train --from-cache C --model unet --out runs/cv --time-limit 9 [-- --head softmax]
     python -m Deep_Learning_Model.cv score --from-cache C --model unet --out runs/cv      # also: --model fusion
     python -m Deep_Learning_Model.cv final --from-cache C --model unet --out runs/cv --time-limit 9
-    python -m Deep_Learning_Model.cv all --from-cache C --out runs/cv --time-limit 8.5    # all of it, resumable
+    python -m Deep_Learning_Model.cv all --from-cache C --out runs/cv --time-limit 8.5 --parallel 6 [--no-score]
 
 Made for a lent GPU without NIfTI files (only the cache travels, ``brats_core.transport``) and with a limit per
 call: the folds are those of ``brats compare --folds 5`` (:func:`brats_core.split.fold_splits` of ``--split``,
@@ -14,22 +14,25 @@ default ``splits/brats_dev.json``, seed 0: validation cases from the training fo
   resumed (``last.pt``), and every run stops at the epoch boundary that fits ``--time-limit`` minutes (all folds
   together); call it again to go on. Options after ``--`` go to ``train.py`` (e.g. ablations ``--head softmax``).
 - ``score`` predicts each finished fold's test cases from the cache (the served predictor: restore to the
-  original grid, thresholds, TTA with ``--tta``) and scores them with the shared harness
-  (:func:`brats_core.evaluation.evaluate_case` against the cached native-resolution labels, in the original
-  voxel space). It writes ``<out>/<model>/cv/{per_case.csv,summary.json,summary.md}`` (``cv_tta`` with the
-  flips) over all out-of-fold cases and ``postprocess.json``: the post-processing tuned on those predictions
-  and the CV with it (``postprocessed/``).
-- ``final`` trains on all cases for the median of the folds' best epochs, into ``<out>/<model>/final``; its
-  export records the training cases, the CV summary and the tuned post-processing.
-- ``all`` does every step for unet and sspp (folds, scores of unet, sspp and their fusion, final models, then the
-  scores with test-time flips) within ``--time-limit``, skipping what is done: the same command, called again,
-  goes on where the last call stopped.
+  original grid, thresholds, TTA with ``--tta``) into ``<out>/<model>/oof``, scores them with the shared harness
+  and tunes the post-processing on them (:mod:`Deep_Learning_Model.cv_oof`); predictions already there are
+  scored as they are (``--no-predict``: only those), so they can be made on one machine and scored on another.
+- ``final`` trains on all cases with the folds' recipe, exporting a snapshot every epoch, and ships the snapshot
+  of the median (rounded up) of the folds' best epochs as ``<out>/<model>/final/export.pt``: the same epoch of
+  the same schedule that the folds were scored at, without waiting for them to train it. The export records the
+  training cases, the CV summary and the tuned post-processing once the CV is scored.
+- ``all`` does every step for unet and sspp (folds and final runs, ``--parallel N`` of them at once on one GPU;
+  predictions of unet, sspp and their fusion, with and without test-time flips; scores unless ``--no-score``)
+  within ``--time-limit``, skipping what is done: the same command, called again, goes on where it stopped.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import multiprocessing
+import os
 import statistics
 import sys
 import time
@@ -38,18 +41,27 @@ from pathlib import Path
 
 import numpy as np
 
-from brats_core.cache import open_cache
 from brats_core.config import DEFAULT_SPLIT, REGIONS, REPO_ROOT
 from brats_core.errors import BratsError
-from brats_core.evaluation import evaluate_case, write_reports
-from brats_core.postprocess import PostprocessConfig, apply_postprocess, tune_postprocess
-from brats_core.preprocessing import Preprocessed
 from brats_core.split import all_cases_split, fold_splits, load_split, save_split
 from Deep_Learning_Model import train as train_script
+from Deep_Learning_Model.cv_oof import (
+    CV_MODELS,
+    cv_dir,
+    fold_numbers,
+    predict_folds,
+    record_cv,
+    score_folds,
+    score_predictions,
+)
 from Deep_Learning_Model.export import read_export
-from Deep_Learning_Model.fusion import FUSED, raw_segmenter
-from Deep_Learning_Model.serialization import plain_data, save_atomic
+from Deep_Learning_Model.fusion import FUSED
+from Deep_Learning_Model.serialization import save_atomic
 from Deep_Learning_Model.training.distributed import DistContext
+from Deep_Learning_Model.training.loop import snapshot_path
+
+#: The final run's own export (its last epoch); ``export.pt`` beside it is the snapshot the CV chose.
+FINAL_RUN_EXPORT = "last_epoch_export.pt"
 
 
 def write_splits(out: Path, split_path: Path = DEFAULT_SPLIT, k: int = 5, seed: int = 0) -> Path:
@@ -65,95 +77,82 @@ def write_splits(out: Path, split_path: Path = DEFAULT_SPLIT, k: int = 5, seed: 
     return folder
 
 
-def fold_numbers(splits: Path) -> list[int]:
-    """The ``k`` of every ``fold_<k>.json`` in ``splits``, in order."""
-    numbers = sorted(int(p.stem.split("_")[1]) for p in splits.glob("fold_*.json"))
-    if not numbers:
-        raise BratsError(f"{splits}: no fold_<k>.json split files")
-    return numbers
-
-
-def _finished(run_dir: Path) -> bool:
+def _finished(run_dir: Path, export: str = "export.pt") -> bool:
     summary = run_dir / "train_summary.json"
     if not summary.is_file():
         return False
     data = json.loads(summary.read_text())
-    return data["epochs_trained"] >= data["epochs"] and (run_dir / "export.pt").is_file()
+    return data["epochs_trained"] >= data["epochs"] and (run_dir / export).is_file()
 
 
-def _train(run_dir: Path, options: dict, deadline: float) -> bool:
+def _train(run_dir: Path, options: dict, deadline: float, export: str = "export.pt") -> bool:
     """Start or resume the run in ``run_dir`` until ``deadline``; True when it has finished."""
     minutes = (deadline - time.monotonic()) / 60.0
     if minutes <= 0.5:
         return False
     where = {k: options[k] for k in ("from_cache", "device") if k in options}
     if (run_dir / "last.pt").is_file():
-        overrides = {"resume": str(run_dir / "last.pt"), "out": str(run_dir), **where}
+        overrides = {"resume": str(run_dir / "last.pt"), "out": str(run_dir), "export": str(run_dir / export),
+                     **where}
     else:
-        overrides = {**options, "out": str(run_dir), "export": str(run_dir / "export.pt")}
+        overrides = {**options, "out": str(run_dir), "export": str(run_dir / export)}
     train_script.run({**overrides, "time_limit": minutes}, DistContext())
-    return _finished(run_dir)
+    return _finished(run_dir, export)
+
+
+def _job(job: tuple) -> bool:
+    """One training in a worker process of ``--parallel``: its threads share the cores, its log goes to
+    ``<run>/train.log``."""
+    run_dir, options, deadline, export, parallel = job
+    import torch
+
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // parallel))
+    os.environ["TQDM_DISABLE"] = "1"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / "train.log", "a") as log, contextlib.redirect_stderr(log), contextlib.redirect_stdout(log):
+        try:
+            return _train(run_dir, options, deadline, export)
+        except BratsError as exc:
+            print(f"error: {exc}", file=log)
+            return False
+
+
+def _jobs(model: str, out: Path, options: dict, folds: list[int], splits: Path, final: bool) -> list[tuple]:
+    """``(run folder, options, export name)`` of the folds (and the final run) of ``model``."""
+    jobs = [(out / model / f"fold_{k}", {**options, "model": model, "split": str(splits / f"fold_{k}.json")},
+             "export.pt") for k in folds]
+    if final:
+        jobs.append((out / model / "final", {**options, "model": model, "split": str(splits / "all.json"),
+                                             "snapshot_every": 1}, FINAL_RUN_EXPORT))
+    return jobs
+
+
+def run_trainings(jobs: list[tuple], minutes: float, parallel: int = 1) -> list[bool]:
+    """Train (or go on with) ``jobs`` until ``minutes`` have passed: in order in this process, or ``parallel``
+    at a time in worker processes (several small trainings share one GPU better than one runs alone)."""
+    deadline = time.monotonic() + 60.0 * minutes
+    done = [_finished(run_dir, export) for run_dir, _, export in jobs]
+    todo = [n for n, finished in enumerate(done) if not finished]
+    if parallel <= 1:
+        for n in todo:
+            run_dir, options, export = jobs[n]
+            done[n] = _train(run_dir, options, deadline, export)
+            if not done[n]:
+                break
+        return done
+    context = multiprocessing.get_context("spawn")  # CUDA cannot be forked
+    with ProcessPoolExecutor(min(parallel, len(todo)) or 1, mp_context=context) as pool:
+        work = [(*jobs[n][:2], deadline, jobs[n][2], parallel) for n in todo]
+        for n, finished in zip(todo, pool.map(_job, work), strict=True):
+            done[n] = finished
+    return done
 
 
 def train_folds(model: str, out: Path, options: dict, minutes: float, folds: list[int],
                 splits: Path) -> list[int]:
-    """Train (or go on with) ``folds`` until ``minutes`` have passed; returns the folds finished."""
-    deadline = time.monotonic() + 60.0 * minutes
-    done = []
-    for k in folds:
-        run_dir = out / model / f"fold_{k}"
-        if _finished(run_dir) or _train(run_dir, {**options, "split": str(splits / f"fold_{k}.json")}, deadline):
-            done.append(k)
-        else:
-            break
-    return done
-
-
-def _segmenter(model: str, out: Path, k: int, tta: bool, device: str | None):
-    names = FUSED if model == "fusion" else (model,)
-    exports = [out / name / f"fold_{k}" / "export.pt" for name in names]
-    missing = [str(p) for p in exports if not p.is_file()]
-    if missing:
-        raise BratsError(f"fold {k} is not trained yet: {', '.join(missing)}")
-    return raw_segmenter(exports, device, tta)
-
-
-def cv_dir(out: Path, model: str, tta: bool = False) -> Path:
-    """Where the CV reports of ``model`` go: ``<out>/<model>/cv``, or ``cv_tta`` with test-time flips."""
-    return out / model / ("cv_tta" if tta else "cv")
-
-
-def _evaluate(item: tuple) -> dict:
-    labels, reference, spacing, case_id, extra = item
-    return {**evaluate_case(labels, reference, spacing, case_id), **extra}
-
-
-def score_folds(model: str, out: Path, cache: Path, splits: Path, tta: bool = False, device: str | None = None,
-                jobs: int = 1) -> dict:
-    """Out-of-fold predictions of every case from the cache, scored (``jobs`` processes compute the metrics);
-    post-processing tuned on them."""
-    oof = []
-    folds = fold_numbers(splits)
-    for k in folds:
-        segmenter = _segmenter(model, out, k, tta, device)
-        for entry in open_cache(cache, load_split(splits / f"fold_{k}.json")["test"]):
-            if entry.native_labels is None:
-                raise BratsError(f"{entry.path}: cached case without labels cannot be scored")
-            pre = Preprocessed(np.asarray(entry.images, dtype=np.float32), None, np.asarray(entry.brain),
-                               entry.geometry)
-            start = time.perf_counter()
-            labels = segmenter.predict_preprocessed(pre)
-            extra = {"predict_seconds": time.perf_counter() - start, "fold": k}
-            oof.append((labels, entry.original_labels(), entry.spacing, entry.case_id, extra))
-    config, report = tune_postprocess([(p, r, s) for p, r, s, _, _ in oof])
-    post = [(apply_postprocess(p, s, config), r, s, i, {}) for p, r, s, i, _ in oof]
-    with ProcessPoolExecutor(max(jobs, 1)) as pool:
-        rows, with_post = list(pool.map(_evaluate, oof)), list(pool.map(_evaluate, post))
-    target = cv_dir(out, model, tta)
-    summary = write_reports(rows, target, title=f"{model}: {len(folds)}-fold CV, {len(rows)} out-of-fold cases (cache)")
-    post = write_reports(with_post, target / "postprocessed", title=f"{model}: CV with tuned post-processing")
-    (target / "postprocess.json").write_text(json.dumps(plain_data(report, "tuning report"), indent=1) + "\n")
-    return {"summary": summary, "postprocessed": post, "postprocess": config.to_dict()}
+    """Train (or go on with) ``folds`` in order until ``minutes`` have passed; returns the folds finished."""
+    done = run_trainings(_jobs(model, out, options, folds, splits, final=False), minutes)
+    return [k for k, finished in zip(folds, done, strict=True) if finished]
 
 
 def final_epochs(model: str, out: Path, splits: Path) -> int:
@@ -167,56 +166,63 @@ def final_epochs(model: str, out: Path, splits: Path) -> int:
     return int(np.ceil(statistics.median(best)))
 
 
-def record_cv(export: Path, model: str, out: Path) -> None:
-    """Write the CV summary (means and sds per region) and the tuned post-processing into ``export``."""
-    cv = out / model / "cv"
-    payload = read_export(export)
-    summary = json.loads((cv / "summary.json").read_text())
-    scores = {r: {m: summary[r][m] for m in ("dice", "hd95")} for r in REGIONS}
-    tuning = json.loads((cv / "postprocess.json").read_text())
-    payload["info"] = {**payload.get("info", {}), "cv": {"cases": summary["n_cases"], "scores": scores,
-                                                          "postprocess_tuning": tuning}}
-    payload["postprocess"] = PostprocessConfig.from_dict(tuning["chosen"]).to_dict()
-    save_atomic(payload, export)
-
-
-def train_final(model: str, out: Path, options: dict, deadline: float, splits: Path) -> bool:
-    """Train (or go on with) the final model on ``splits/all.json``; record the CV in its export when done."""
+def choose_final(model: str, out: Path, splits: Path) -> Path:
+    """Ship the final run's snapshot at :func:`final_epochs` as ``<out>/<model>/final/export.pt``, with the
+    final run's provenance; the CV is recorded too when it is scored already."""
     run_dir = out / model / "final"
-    if not (run_dir / "last.pt").is_file():
-        options = {"epochs": final_epochs(model, out, splits), **options}
-    finished = _finished(run_dir) or _train(run_dir, {**options, "split": str(splits / "all.json")}, deadline)
-    if finished and (out / model / "cv" / "summary.json").is_file() and "cv" not in read_export(
-            run_dir / "export.pt").get("info", {}):
-        record_cv(run_dir / "export.pt", model, out)
-    return finished
+    epoch = final_epochs(model, out, splits)
+    snapshot = snapshot_path(run_dir, epoch)
+    if not snapshot.is_file():
+        raise BratsError(f"{snapshot}: the final run has no snapshot of epoch {epoch}; train it with the folds' "
+                         "recipe (cv final)")
+    payload, run = read_export(snapshot), read_export(run_dir / FINAL_RUN_EXPORT)
+    best = [json.loads((out / model / f"fold_{k}" / "train_summary.json").read_text())["best_epoch"]
+            for k in fold_numbers(splits)]
+    payload["info"] = {**run["info"], "best_epoch": epoch, "epochs_trained": epoch,
+                       "epoch_choice": f"median (rounded up) of the folds' best epochs {best}"}
+    export = save_atomic(payload, run_dir / "export.pt")
+    if (cv_dir(out, model) / "summary.json").is_file():
+        record_cv(export, model, out)
+    return export
 
 
-def run_all(out: Path, cache: Path, options: dict, minutes: float, splits: Path,
-            device: str | None = None, jobs: int = 1) -> str:
+def train_final(model: str, out: Path, options: dict, minutes: float, splits: Path) -> bool:
+    """Train (or go on with) the final run; once it and the folds are trained, choose its export."""
+    if (out / model / "final" / "export.pt").is_file():
+        return True
+    final_epochs(model, out, splits)  # the folds must be trained: fail before training anything
+    job = _jobs(model, out, options, [], splits, final=True)
+    if not run_trainings(job, minutes)[0]:
+        return False
+    choose_final(model, out, splits)
+    return True
+
+
+def run_all(out: Path, cache: Path, options: dict, minutes: float, splits: Path, device: str | None = None,
+            jobs: int = 1, parallel: int = 1, score: bool = True) -> str:
     """Every step for unet and sspp within ``minutes``, skipping what is done; returns where it stands.
 
-    Order: the folds of unet then sspp, the CV of unet, sspp and fusion, the final models, then (an ablation
-    row) the CV of the three with test-time flips."""
+    Order: the folds and final runs of unet and sspp (``parallel`` at a time), the final exports, the
+    out-of-fold predictions of unet, sspp and fusion, then those with test-time flips; the scores last."""
     deadline = time.monotonic() + 60.0 * minutes
     folds = fold_numbers(splits)
+    trainings = [job for model in FUSED for job in _jobs(model, out, options, folds, splits, final=True)]
+    if not all(run_trainings(trainings, minutes, parallel)):
+        return "trainings not finished; call again"
     for model in FUSED:
-        left = (deadline - time.monotonic()) / 60.0
-        if train_folds(model, out, {**options, "model": model}, left, folds, splits) != folds:
-            return f"{model} folds not finished; call again"
-    for model in (*FUSED, "fusion"):
-        if not (cv_dir(out, model) / "summary.json").is_file():
-            if deadline - time.monotonic() < 120:
-                return "out of time before scoring; call again"
-            score_folds(model, out, cache, splits, False, device, jobs)
-    for model in FUSED:
-        if not train_final(model, out, {**options, "model": model}, deadline, splits):
-            return f"{model} final model not finished; call again"
-    for model in (*FUSED, "fusion"):
-        if not (cv_dir(out, model, tta=True) / "summary.json").is_file():
-            if deadline - time.monotonic() < 120:
-                return "done but the scores with test-time flips; call again for those"
-            score_folds(model, out, cache, splits, True, device, jobs)
+        if not (out / model / "final" / "export.pt").is_file():
+            choose_final(model, out, splits)
+    for tta in (False, True):
+        for model in CV_MODELS:
+            if deadline - time.monotonic() < 60:
+                return "out of time while predicting; call again"
+            predict_folds(model, out, cache, splits, tta, device)
+    if not score:
+        return "done: trainings, final models and out-of-fold predictions (not scored: --no-score)"
+    for tta in (False, True):
+        for model in CV_MODELS:
+            if not (cv_dir(out, model, tta) / "summary.json").is_file():
+                score_predictions(model, out, cache, splits, tta, jobs)
     return "done: folds, scores (with and without test-time flips) and final models of unet and sspp"
 
 
@@ -227,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m Deep_Learning_Model.cv", description=__doc__.splitlines()[0])
     parser.add_argument("command", choices=("train", "score", "final", "all"))
     parser.add_argument("--from-cache", required=True, type=Path, help="slice cache folder (<root>/<key>)")
-    parser.add_argument("--model", choices=(*FUSED, "fusion"), help="required except with all")
+    parser.add_argument("--model", choices=CV_MODELS, help="required except with all")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "results" / "runs" / "cv")
     parser.add_argument("--preset", default="cv27", help="training preset (default cv27)")
     parser.add_argument("--time-limit", type=float, default=9.0, metavar="MINUTES", help="train/final (default 9)")
@@ -236,25 +242,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--splits", type=Path, help="a folder of fold_<k>.json and all.json to use instead")
     parser.add_argument("--folds", type=int, nargs="*", help="train: which folds (default all)")
     parser.add_argument("--tta", action="store_true", help="score: test-time flips")
+    parser.add_argument("--no-predict", action="store_true", help="score: only the predictions already written")
     parser.add_argument("--device", choices=("cpu", "cuda"))
     parser.add_argument("--jobs", type=int, default=1, help="score: processes computing the metrics")
+    parser.add_argument("--parallel", type=int, default=1, help="all: trainings at once (default 1)")
+    parser.add_argument("--no-score", action="store_true", help="all: stop after the predictions")
     args = parser.parse_args(argv)
     if args.model is None and args.command != "all":
         parser.error(f"{args.command} needs --model")
-    options = {"model": args.model, "from_cache": str(args.from_cache), "preset": args.preset,
+    options = {"from_cache": str(args.from_cache), "preset": args.preset,
                **vars(train_script.build_parser().parse_args(extra))}
     if args.device:
         options["device"] = args.device
     try:
         args.splits = args.splits or write_splits(args.out, args.split)
         if args.command == "all":
-            options.pop("model")
-            status = run_all(args.out, args.from_cache, options, args.time_limit, args.splits, args.device, args.jobs)
+            status = run_all(args.out, args.from_cache, options, args.time_limit, args.splits, args.device,
+                             args.jobs, args.parallel, not args.no_score)
             print(f"cv all: {status}")
             return 0
         if args.command == "score":
-            result = score_folds(args.model, args.out, args.from_cache, args.splits, args.tta, args.device,
-                                 args.jobs)
+            step = score_predictions if args.no_predict else score_folds
+            extra_args = () if args.no_predict else (args.device,)
+            result = step(args.model, args.out, args.from_cache, args.splits, args.tta, *extra_args, jobs=args.jobs)
             print(json.dumps({k: result[k] for k in ("postprocess",)} | {
                 "cv_dice": {r: result["summary"][r]["dice"]["mean"] for r in REGIONS},
                 "cv_dice_postprocessed": {r: result["postprocessed"][r]["dice"]["mean"] for r in REGIONS}}))
@@ -266,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
             done = train_folds(args.model, args.out, options, args.time_limit, folds, args.splits)
             print(f"cv train {args.model}: folds finished {done} of {folds}")
             return 0
-        finished = train_final(args.model, args.out, options, time.monotonic() + 60.0 * args.time_limit, args.splits)
+        finished = train_final(args.model, args.out, options, args.time_limit, args.splits)
         print(f"cv final {args.model}: {'finished' if finished else 'not finished; call again'}")
         return 0
     except BratsError as exc:

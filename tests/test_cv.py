@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import statistics
 import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from brats_core.cache import build_cache, cache_path
 from brats_core.cases import find_cases
@@ -77,12 +79,19 @@ def test_cv_trains_in_resumable_calls_scores_out_of_fold_and_trains_the_final_mo
     tuning = json.loads((tmp_path / "unet/cv/postprocess.json").read_text())
     assert tuning["cases"] == 4 and tuning["mean_dice_best"] >= tuning["mean_dice_without"]
 
-    final_options = TINY[:5] + TINY[7:]  # TINY without --epochs: the final model's come from the CV
-    assert "--epochs" not in final_options and len(final_options) == len(TINY) - 2
-    assert cv(["final", *common, *final_options]) == 0
+    assert cv(["final", *common, *TINY]) == 0
     assert "finished" in capsys.readouterr().out
-    _, config, _, meta = load_export(tmp_path / "unet/final/export.pt")
+    best = [json.loads((tmp_path / f"unet/fold_{k}/train_summary.json").read_text())["best_epoch"] for k in (1, 2)]
+    chosen = math.ceil(statistics.median(best))
+    snapshots = sorted(p.name for p in (tmp_path / "unet/final/snapshots").iterdir())
+    assert snapshots == ["epoch_001.pt", "epoch_002.pt"]  # every epoch of the folds' recipe
+    model, config, _, meta = load_export(tmp_path / "unet/final/export.pt")
+    snapshot = load_export(tmp_path / f"unet/final/snapshots/epoch_{chosen:03d}.pt")[0]
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), snapshot.state_dict().values(),
+                                                strict=True))  # the epoch chosen from the CV ships
     info = meta["info"]
+    assert info["best_epoch"] == info["epochs_trained"] == chosen and str(best) in info["epoch_choice"]
+    assert info["train_config"]["epochs"] == 2  # the folds' schedule, cut at the chosen epoch
     assert sorted(info["train_cases"]) == sorted(load_split(splits / "all.json")["train"])
     assert info["cv"]["cases"] == 4 and set(info["cv"]["scores"]) == {"WT", "TC", "ET"}
     assert meta["postprocess"] == tuning["chosen"]
@@ -92,23 +101,35 @@ def test_cv_trains_in_resumable_calls_scores_out_of_fold_and_trains_the_final_mo
     summary = json.loads((tmp_path / "unet/cv/summary.json").read_text())
     assert provenance.cv_scores["cv_WT_dice_mean"] == pytest.approx(summary["WT"]["dice"]["mean"])
     assert provenance.cv_scores["cv_n_cases"] == 4
-    best = [json.loads((tmp_path / f"unet/fold_{k}/train_summary.json").read_text())["best_epoch"] for k in (1, 2)]
-    assert info["train_config"]["epochs"] == math.ceil(statistics.median(best))  # chosen from the CV
 
 
-def test_cv_all_does_every_step_and_then_nothing(cv_setup, tmp_path, capsys):
+def test_cv_all_trains_in_parallel_predicts_then_scores_elsewhere_and_then_does_nothing(cv_setup, tmp_path, capsys):
     cache, splits = cv_setup
-    common = ["--from-cache", str(cache), "--out", str(tmp_path), "--splits", str(splits), "--jobs", "2"]
-    assert cv(["all", *common, *TINY]) == 0
+    device = tmp_path / "device"
+    common = ["--from-cache", str(cache), "--splits", str(splits), "--jobs", "2"]
+    assert cv(["all", *common, "--out", str(device), "--parallel", "3", "--no-score", *TINY]) == 0
+    assert "out-of-fold predictions (not scored" in capsys.readouterr().out
+    for model in ("unet", "sspp"):
+        assert "epoch 2/2" in (device / model / "fold_1" / "train.log").read_text()  # each worker logs its own
+        assert load_export(device / model / "final" / "export.pt")[3]["info"]["best_epoch"] in (1, 2)
+    for model in ("unet", "sspp", "fusion"):
+        for folder in ("oof", "oof_tta"):
+            assert len(list((device / model / folder).glob("*.npz"))) == 4
+        assert not (device / model / "cv").exists()
+    # what comes back from the device (no training states, no snapshots) is scored here
+    here = tmp_path / "here"
+    shutil.copytree(device, here, ignore=shutil.ignore_patterns("last.pt", "best.pt", "snapshots"))
+    assert cv(["all", *common, "--out", str(here), *TINY]) == 0
     assert "done: folds, scores (with and without test-time flips) and final models" in capsys.readouterr().out
     for model in ("unet", "sspp", "fusion"):
         for folder in ("cv", "cv_tta"):
-            assert json.loads((tmp_path / model / folder / "summary.json").read_text())["n_cases"] == 4
+            assert json.loads((here / model / folder / "summary.json").read_text())["n_cases"] == 4
     for model in ("unet", "sspp"):
-        meta = load_export(tmp_path / model / "final" / "export.pt")[3]
+        meta = load_export(here / model / "final" / "export.pt")[3]
         assert meta["info"]["cv"]["cases"] == 4
-    stamp = (tmp_path / "sspp/final/export.pt").stat().st_mtime_ns
-    assert cv(["all", *common, *TINY]) == 0 and (tmp_path / "sspp/final/export.pt").stat().st_mtime_ns == stamp
+    stamp = (here / "sspp/final/export.pt").stat().st_mtime_ns
+    assert cv(["all", *common, "--out", str(here), *TINY]) == 0
+    assert (here / "sspp/final/export.pt").stat().st_mtime_ns == stamp
 
 
 def test_cv_errors_name_the_problem(cv_setup, tmp_path, capsys):
@@ -121,6 +142,9 @@ def test_cv_errors_name_the_problem(cv_setup, tmp_path, capsys):
     assert "has no training summary" in capsys.readouterr().err
     assert cv(["train", "--from-cache", str(cache), "--model", "fusion", "--out", str(tmp_path)]) == 1
     assert "fusion is scored" in capsys.readouterr().err
+    assert cv(["score", "--from-cache", str(cache), "--model", "unet", "--out", str(tmp_path), "--splits",
+               str(splits), "--no-predict"]) == 1
+    assert "no out-of-fold prediction of" in capsys.readouterr().err
 
 
 def test_training_stops_at_the_deadline_after_a_validated_epoch(cv_setup, tmp_path, capsys):

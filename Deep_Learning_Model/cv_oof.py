@@ -1,0 +1,149 @@
+"""Out-of-fold predictions of a deep CV and their scores, as two steps that can run on different machines.
+
+``predict_folds`` (where the GPU is) writes every fold's test cases, predicted by that fold's export from the
+slice cache exactly as the served predictor would (restore to the original grid, thresholds, flips with
+``tta``), as ``<out>/<model>/oof[_tta]/<case>.npz`` (uint8 labels in the original voxel space, the fold, the
+seconds it took): small files that travel back. ``score_predictions`` (anywhere with the same cache) scores them
+with the shared harness (:func:`brats_core.evaluation.evaluate_case`: 3D per case, WT/TC/ET Dice and HD95,
+against the cached native-resolution labels), tunes the post-processing on them and writes the reports into
+``<out>/<model>/cv[_tta]``; a final model already trained gets that CV recorded in its export.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from brats_core.cache import open_cache
+from brats_core.config import REGIONS
+from brats_core.errors import BratsError
+from brats_core.evaluation import evaluate_case, write_reports
+from brats_core.postprocess import PostprocessConfig, apply_postprocess, tune_postprocess
+from brats_core.preprocessing import Preprocessed
+from brats_core.split import load_split
+from Deep_Learning_Model.export import read_export
+from Deep_Learning_Model.fusion import FUSED, raw_segmenter
+from Deep_Learning_Model.serialization import plain_data, save_atomic
+
+#: Every model a deep CV scores: the two networks and their fusion.
+CV_MODELS = (*FUSED, "fusion")
+
+
+def cv_dir(out: Path, model: str, tta: bool = False) -> Path:
+    """Where the CV reports of ``model`` go: ``<out>/<model>/cv``, or ``cv_tta`` with test-time flips."""
+    return out / model / ("cv_tta" if tta else "cv")
+
+
+def oof_dir(out: Path, model: str, tta: bool = False) -> Path:
+    """Where the out-of-fold label maps of ``model`` go: ``<out>/<model>/oof``, or ``oof_tta``."""
+    return out / model / ("oof_tta" if tta else "oof")
+
+
+def fold_numbers(splits: Path) -> list[int]:
+    """The ``k`` of every ``fold_<k>.json`` in ``splits``, in order."""
+    numbers = sorted(int(p.stem.split("_")[1]) for p in splits.glob("fold_*.json"))
+    if not numbers:
+        raise BratsError(f"{splits}: no fold_<k>.json split files")
+    return numbers
+
+
+def _fold_cases(splits: Path) -> list[tuple[int, list[str]]]:
+    return [(k, list(load_split(splits / f"fold_{k}.json")["test"])) for k in fold_numbers(splits)]
+
+
+def _segmenter(model: str, out: Path, k: int, tta: bool, device: str | None):
+    names = FUSED if model == "fusion" else (model,)
+    exports = [out / name / f"fold_{k}" / "export.pt" for name in names]
+    missing = [str(p) for p in exports if not p.is_file()]
+    if missing:
+        raise BratsError(f"fold {k} is not trained yet: {', '.join(missing)}")
+    return raw_segmenter(exports, device, tta)
+
+
+def predict_folds(model: str, out: Path, cache: Path, splits: Path, tta: bool = False,
+                  device: str | None = None) -> Path:
+    """Write the out-of-fold label map of every test case not written yet; returns the folder."""
+    folder = oof_dir(out, model, tta)
+    folder.mkdir(parents=True, exist_ok=True)
+    for k, cases in _fold_cases(splits):
+        todo = [c for c in cases if not (folder / f"{c}.npz").is_file()]
+        if not todo:
+            continue
+        segmenter = _segmenter(model, out, k, tta, device)
+        for entry in open_cache(cache, todo):
+            pre = Preprocessed(np.asarray(entry.images, dtype=np.float32), None, np.asarray(entry.brain),
+                               entry.geometry)
+            start = time.perf_counter()
+            labels = segmenter.predict_preprocessed(pre)
+            seconds = time.perf_counter() - start
+            tmp = folder / f"{entry.case_id}.tmp.npz"
+            np.savez_compressed(tmp, labels=np.asarray(labels, dtype=np.uint8), fold=k, seconds=seconds)
+            tmp.replace(folder / f"{entry.case_id}.npz")
+    return folder
+
+
+def _evaluate(item: tuple) -> dict:
+    labels, reference, spacing, case_id, extra = item
+    return {**evaluate_case(labels, reference, spacing, case_id), **extra}
+
+
+def _load_oof(model: str, out: Path, cache: Path, splits: Path, tta: bool) -> list[tuple]:
+    folder = oof_dir(out, model, tta)
+    cases = [c for _, fold in _fold_cases(splits) for c in fold]
+    missing = [c for c in cases if not (folder / f"{c}.npz").is_file()]
+    if missing:
+        raise BratsError(f"{folder}: no out-of-fold prediction of {', '.join(missing)}; run the predictions first")
+    oof = []
+    for entry in open_cache(cache, cases):
+        if entry.native_labels is None:
+            raise BratsError(f"{entry.path}: cached case without labels cannot be scored")
+        with np.load(folder / f"{entry.case_id}.npz") as saved:
+            labels, fold, seconds = saved["labels"], int(saved["fold"]), float(saved["seconds"])
+        reference = entry.original_labels()
+        if labels.shape != reference.shape:
+            raise BratsError(f"{folder / entry.case_id}.npz: labels {labels.shape} but the case is {reference.shape}")
+        oof.append((labels, reference, entry.spacing, entry.case_id, {"predict_seconds": seconds, "fold": fold}))
+    return oof
+
+
+def score_predictions(model: str, out: Path, cache: Path, splits: Path, tta: bool = False, jobs: int = 1) -> dict:
+    """Score the out-of-fold label maps (``jobs`` processes compute the metrics), tune the post-processing on
+    them, write the reports; record the CV in ``<out>/<model>/final/export.pt`` when it exists (without flips)."""
+    oof = _load_oof(model, out, cache, splits, tta)
+    config, report = tune_postprocess([(p, r, s) for p, r, s, _, _ in oof])
+    post = [(apply_postprocess(p, s, config), r, s, i, {}) for p, r, s, i, _ in oof]
+    with ProcessPoolExecutor(max(jobs, 1)) as pool:
+        rows, with_post = list(pool.map(_evaluate, oof)), list(pool.map(_evaluate, post))
+    target = cv_dir(out, model, tta)
+    folds = len(fold_numbers(splits))
+    summary = write_reports(rows, target, title=f"{model}: {folds}-fold CV, {len(rows)} out-of-fold cases (cache)")
+    post = write_reports(with_post, target / "postprocessed", title=f"{model}: CV with tuned post-processing")
+    (target / "postprocess.json").write_text(json.dumps(plain_data(report, "tuning report"), indent=1) + "\n")
+    final = out / model / "final" / "export.pt"
+    if not tta and final.is_file():
+        record_cv(final, model, out)
+    return {"summary": summary, "postprocessed": post, "postprocess": config.to_dict()}
+
+
+def score_folds(model: str, out: Path, cache: Path, splits: Path, tta: bool = False, device: str | None = None,
+                jobs: int = 1) -> dict:
+    """Predict what is not predicted yet, then score: both steps on this machine."""
+    predict_folds(model, out, cache, splits, tta, device)
+    return score_predictions(model, out, cache, splits, tta, jobs)
+
+
+def record_cv(export: Path, model: str, out: Path) -> None:
+    """Write the CV summary (means and sds per region) and the tuned post-processing into ``export``."""
+    cv = cv_dir(out, model)
+    payload = read_export(export)
+    summary = json.loads((cv / "summary.json").read_text())
+    scores = {r: {m: summary[r][m] for m in ("dice", "hd95")} for r in REGIONS}
+    tuning = json.loads((cv / "postprocess.json").read_text())
+    payload["info"] = {**payload.get("info", {}), "cv": {"cases": summary["n_cases"], "scores": scores,
+                                                          "postprocess_tuning": tuning}}
+    payload["postprocess"] = PostprocessConfig.from_dict(tuning["chosen"]).to_dict()
+    save_atomic(payload, export)
