@@ -9,7 +9,10 @@ timed steps after ``--warmup`` untimed ones:
   the ``cv27`` preset's strong augmentation) with no host work per slice;
 - ``dataloader``: :class:`AugmentedBatches` in ``--workers`` DataLoader workers (the CPU path; on CUDA with
   pinned memory, as the shipped GPU runs were fed);
-- ``fixed_batch``: one batch already on the device, stepped again and again: the model's own ceiling.
+- ``fixed_batch``: one batch already on the device, stepped again and again: the model's own ceiling;
+- ``concurrent`` (``--concurrent N``): N processes each train on the resident path at once, as
+  ``python -m Deep_Learning_Model.cv all --parallel N`` runs the folds; the figure is the slices/s of all of them
+  together (every slice timed, from the first process's start to the last one's end), which sizes that plan.
 
 Data: ``--from-cache DIR`` (a slice-cache folder, every case in it) or synthetic slices of the same layout
 (``--cases`` x ``--slices`` slices at ``--size`` px; the 27-case cache has 3,742 slices). Targets on one
@@ -88,8 +91,9 @@ def batches(path: str, dataset, args: argparse.Namespace, device):
     return iter([(images, targets)] * count)
 
 
-def measure(arch: str, path: str, dataset, precision, args: argparse.Namespace) -> float:
-    """Training slices/s of ``arch`` fed by ``path``, data included."""
+def measure(arch: str, path: str, dataset, precision, args: argparse.Namespace, barrier=None) -> float:
+    """Training slices/s of ``arch`` fed by ``path``, data included (``barrier``: wait there before timing;
+    then the wall-clock ``(start, end)`` of the timed steps is returned instead)."""
     import torch
 
     from Deep_Learning_Model.model import build_model
@@ -109,31 +113,59 @@ def measure(arch: str, path: str, dataset, precision, args: argparse.Namespace) 
     for step, (images, targets) in enumerate(batches(path, dataset, args, device)):
         if step == args.warmup:
             sync()
+            if barrier is not None:
+                barrier.wait()
+                wall = time.time()
             start = time.perf_counter()
         images = images.to(device, non_blocking=True, memory_format=precision.memory_format)
         train_step(model, images, targets.to(device, non_blocking=True), optimizer, scaler, loss_fn, precision,
                    cfg.grad_clip)
     sync()
+    if barrier is not None:
+        return wall, time.time()
     return args.batch_size * args.steps / (time.perf_counter() - start)
+
+
+def _concurrent_worker(job: tuple) -> tuple[float, float]:
+    arch, args, barrier = job
+    from Deep_Learning_Model.training.precision import select_device, select_precision
+
+    precision = select_precision(select_device(args.device), amp=True, channels_last=True)
+    return measure(arch, "resident", _dataset(args), precision, args, barrier)
+
+
+def concurrent(arch: str, args: argparse.Namespace) -> float:
+    """Slices/s of ``args.concurrent`` processes training ``arch`` at once on the resident path."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    context = multiprocessing.get_context("spawn")
+    n = args.concurrent
+    with context.Manager() as manager, ProcessPoolExecutor(n, mp_context=context) as pool:
+        barrier = manager.Barrier(n)
+        spans = list(pool.map(_concurrent_worker, [(arch, args, barrier)] * n))
+    return n * args.batch_size * args.steps / (max(end for _, end in spans) - min(start for start, _ in spans))
+
+
+def _dataset(args: argparse.Namespace):
+    from brats_core.cache import open_cache
+    from brats_core.dataset import SliceDataset
+
+    entries = open_cache(args.from_cache) if args.from_cache else synthetic_entries(args.cases, args.slices, args.size)
+    return SliceDataset(entries, context=args.context, slices="brain")
 
 
 def run(args: argparse.Namespace, cores: int) -> dict:
     import torch
 
-    from brats_core.cache import open_cache
-    from brats_core.dataset import SliceDataset
     from Deep_Learning_Model.training.precision import select_device, select_precision
 
     device = select_device(args.device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     precision = select_precision(device, amp=True, channels_last=True)
-    if args.from_cache:
-        entries, source = open_cache(args.from_cache), str(args.from_cache)
-    else:
-        entries = synthetic_entries(args.cases, args.slices, args.size)
-        source = f"synthetic: {args.cases} cases x {args.slices} slices"
-    dataset = SliceDataset(entries, context=args.context, slices="brain")
+    source = str(args.from_cache) if args.from_cache else f"synthetic: {args.cases} cases x {args.slices} slices"
+    dataset = _dataset(args)
     paths = args.paths or (["resident", "dataloader", "fixed_batch"] if device.type == "cuda"
                            else ["dataloader", "fixed_batch"])
     results: dict[str, dict[str, float]] = {}
@@ -143,6 +175,10 @@ def run(args: argparse.Namespace, cores: int) -> dict:
             rate = measure(arch, path, dataset, precision, args)
             results[arch][path] = round(rate, 1)
             print(f"{arch:5s} {path:12s} {rate:10.1f} slices/s", flush=True)
+        if args.concurrent:
+            rate = concurrent(arch, args)
+            results[arch][f"concurrent_{args.concurrent}"] = round(rate, 1)
+            print(f"{arch:5s} {args.concurrent} at once {rate:10.1f} slices/s (all processes together)", flush=True)
     out = {
         "benchmark": "training_gpu",
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
@@ -186,6 +222,8 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--paths", nargs="+", choices=["resident", "dataloader", "fixed_batch"],
                         help="batch paths to time (default: all three on CUDA, dataloader and fixed_batch on CPU)")
+    parser.add_argument("--concurrent", type=int, default=0, metavar="N",
+                        help="also time N processes training at once on the resident path (cv all --parallel N)")
     parser.add_argument("--quick", action="store_true", help="1 warm-up and 2 timed steps (a rough figure)")
     args = parser.parse_args()
     if args.quick:
