@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# The deep-model CV on a lent GPU, one step per device call (Deep_Learning_Model/README.md, "Training on a lent
+# GPU"), run from the repository root there:
+#
+#   bash Deep_Learning_Model/gpu_session.sh bench          # call 1: the speed of this GPU, and the first carried parts
+#   bash Deep_Learning_Model/gpu_session.sh cv MINUTES     # call 2, 3, ...: the CV, going on where the last call stopped
+#
+# Carried files come in $CARRIED (default .gpu/): the nibabel wheel and the parts of the packed slice cache
+# (cache.part*). They are kept in $WORK (default /tmp/brats_gpu), with the cache, the speed measured by `bench`,
+# the epochs planned from it (Deep_Learning_Model.gpu_plan, once) and the runs: all of it lasts while the machine
+# stays warm. Each `cv` call trains (cv all --parallel $PARALLEL --no-score) for MINUTES less two, and then
+# writes to $OUT what scoring needs here: cv.tgz (logs, summaries, out-of-fold label maps; no weights) and the
+# final exports in parts below 16 MiB (unet.pt.part00, ...). Extra options: BENCH_ARGS (training_gpu.py),
+# PLAN_ARGS (gpu_plan), CV_OPTIONS (cv all) and CV_ARGS (train.py, after cv all's --).
+set -euo pipefail
+WORK=${WORK:-/tmp/brats_gpu}
+CARRIED=${CARRIED:-.gpu}
+PARALLEL=${PARALLEL:-6}
+PY=${PYTHON:-python3}
+: "${OUT:?OUT must name the folder for what comes back}"
+mkdir -p "$WORK/parts" "$OUT"
+for f in "$CARRIED"/*; do
+  if [ -f "$f" ]; then cp -n "$f" "$WORK/parts/"; fi
+done
+if compgen -G "$WORK/parts/*.whl" >/dev/null && [ ! -d "$WORK/site" ]; then
+  $PY -m pip install -q --no-index --no-deps --target "$WORK/site" "$WORK"/parts/*.whl
+fi
+export PYTHONPATH="$WORK/site:$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+ls -la "$WORK/parts"
+
+case "${1:-}" in
+bench)
+  nvidia-smi || true
+  # shellcheck disable=SC2086 # BENCH_ARGS holds several options
+  $PY benchmarks/training_gpu.py --paths resident fixed_batch --concurrent "$PARALLEL" --warmup 10 --steps 50 \
+    ${BENCH_ARGS:-} | tee "$OUT/bench.txt"
+  tail -n 1 "$OUT/bench.txt" >"$WORK/bench.json"
+  ;;
+cv)
+  minutes=${2:?cv needs the minutes this call may take}
+  start=$(date +%s)
+  if [ ! -d "$WORK/cache" ]; then
+    cat "$WORK"/parts/cache.part* >"$WORK/cache.tar.xz"
+    $PY -m brats_core.transport unpack "$WORK/cache.tar.xz" "$WORK/cache"
+  fi
+  cache=$(find "$WORK/cache" -mindepth 1 -maxdepth 1 -type d | head -n 1)
+  if [ ! -s "$WORK/epochs" ]; then
+    # shellcheck disable=SC2086
+    $PY -m Deep_Learning_Model.gpu_plan "$WORK/bench.json" --minutes "$minutes" --parallel "$PARALLEL" \
+      ${PLAN_ARGS:-} >"$WORK/epochs.tmp"
+    mv "$WORK/epochs.tmp" "$WORK/epochs"
+  fi
+  left=$(awk -v m="$minutes" -v s="$(($(date +%s) - start))" 'BEGIN { printf "%.2f", m - 2 - s / 60 }')
+  echo "training $(cat "$WORK/epochs") epochs per run, $left minutes in this call"
+  # shellcheck disable=SC2086
+  $PY -m Deep_Learning_Model.cv all --from-cache "$cache" --out "$WORK/cv" --time-limit "$left" \
+    --parallel "$PARALLEL" --no-score ${CV_OPTIONS:-} -- --epochs "$(cat "$WORK/epochs")" ${CV_ARGS:-} || true
+  tar czf "$OUT/cv.tgz" --exclude='*.pt' -C "$WORK" cv
+  for model in unet sspp; do
+    final="$WORK/cv/$model/final/export.pt"
+    if [ -f "$final" ]; then split -b 15M -d "$final" "$OUT/$model.pt.part"; fi
+  done
+  ls -la "$OUT"
+  ;;
+*)
+  echo "usage: $0 bench | cv MINUTES" >&2
+  exit 2
+  ;;
+esac
