@@ -15,10 +15,17 @@ PY=${PYTHON:-.venv/bin/python}
 LARGE=(Deep_Learning_Model/checkpoints/unet.pt Deep_Learning_Model/checkpoints/sspp.pt
        sspp_unet_api/sample/sample_case.zip Machine_Learning_Model/checkpoints Naive_Model/checkpoints)
 
+ignore_gpu_folder() {
+  local exclude
+  exclude=$(git rev-parse --git-path info/exclude)
+  mkdir -p "$(dirname "$exclude")"
+  grep -qsx '/.gpu/' "$exclude" || echo '/.gpu/' >>"$exclude"
+}
+
 case "${1:-}" in
 parts)
   data=${2:?parts needs the data folder (../shared/data/brats_dev)}
-  grep -qx '/.gpu/' .git/info/exclude || echo '/.gpu/' >>.git/info/exclude
+  ignore_gpu_folder
   rm -rf .gpu && mkdir -p .gpu/a .gpu/b
   key=$($PY -m brats_app.cli cache "$data" | sed -n 's/^cache directory: //p')
   $PY -m brats_core.transport pack "$key" .gpu/cache.tar.xz
@@ -36,7 +43,7 @@ slim)
     exit 1
   fi
   mkdir -p .gpu
-  grep -qx '/.gpu/' .git/info/exclude || echo '/.gpu/' >>.git/info/exclude
+  ignore_gpu_folder
   git rev-parse --abbrev-ref HEAD >.gpu/branch
   git switch -q -c gpu-slim
   git rm -q -r "${LARGE[@]}"

@@ -8,7 +8,8 @@
 # Carried files come in $CARRIED (default .gpu/): the nibabel wheel and the parts of the packed slice cache
 # (cache.part*). They are kept in $WORK (default /tmp/brats_gpu), with the cache, the speed measured by `bench`,
 # the epochs planned from it (Deep_Learning_Model.gpu_plan, once) and the runs: all of it lasts while the machine
-# stays warm. Each `cv` call trains (cv all --parallel $PARALLEL --no-score) for MINUTES less two, and then
+# stays warm. Each `cv` call trains and predicts (cv all --parallel $PARALLEL --no-score) until a minute before
+# MINUTES are over (the plan fits the trainings into the first call's time; the next call predicts), and then
 # writes to $OUT what scoring needs here: cv.tgz (logs, summaries, out-of-fold label maps; no weights) and the
 # final exports in parts below 16 MiB (unet.pt.part00, ...). Extra options: BENCH_ARGS (training_gpu.py),
 # PLAN_ARGS (gpu_plan), CV_OPTIONS (cv all) and CV_ARGS (train.py, after cv all's --).
@@ -44,13 +45,13 @@ cv)
     $PY -m brats_core.transport unpack "$WORK/cache.tar.xz" "$WORK/cache"
   fi
   cache=$(find "$WORK/cache" -mindepth 1 -maxdepth 1 -type d | head -n 1)
+  left=$(awk -v m="$minutes" -v s="$(($(date +%s) - start))" 'BEGIN { printf "%.2f", m - 1 - s / 60 }')
   if [ ! -s "$WORK/epochs" ]; then
     # shellcheck disable=SC2086
-    $PY -m Deep_Learning_Model.gpu_plan "$WORK/bench.json" --minutes "$minutes" --parallel "$PARALLEL" \
+    $PY -m Deep_Learning_Model.gpu_plan "$WORK/bench.json" --minutes "$left" --parallel "$PARALLEL" \
       ${PLAN_ARGS:-} >"$WORK/epochs.tmp"
     mv "$WORK/epochs.tmp" "$WORK/epochs"
   fi
-  left=$(awk -v m="$minutes" -v s="$(($(date +%s) - start))" 'BEGIN { printf "%.2f", m - 2 - s / 60 }')
   echo "training $(cat "$WORK/epochs") epochs per run, $left minutes in this call"
   # shellcheck disable=SC2086
   $PY -m Deep_Learning_Model.cv all --from-cache "$cache" --out "$WORK/cv" --time-limit "$left" \
