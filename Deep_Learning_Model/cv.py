@@ -77,12 +77,14 @@ def write_splits(out: Path, split_path: Path = DEFAULT_SPLIT, k: int = 5, seed: 
     return folder
 
 
-def _finished(run_dir: Path, export: str = "export.pt") -> bool:
+def _finished(run_dir: Path) -> bool:
+    """Trained to its last epoch: ``train.py`` writes the summary after the export, and a run brought back
+    from the GPU without its weights (``cv.tgz``) still counts as trained."""
     summary = run_dir / "train_summary.json"
     if not summary.is_file():
         return False
     data = json.loads(summary.read_text())
-    return data["epochs_trained"] >= data["epochs"] and (run_dir / export).is_file()
+    return data["epochs_trained"] >= data["epochs"]
 
 
 def _train(run_dir: Path, options: dict, deadline: float, export: str = "export.pt") -> bool:
@@ -97,7 +99,7 @@ def _train(run_dir: Path, options: dict, deadline: float, export: str = "export.
     else:
         overrides = {**options, "out": str(run_dir), "export": str(run_dir / export)}
     train_script.run({**overrides, "time_limit": minutes}, DistContext())
-    return _finished(run_dir, export)
+    return _finished(run_dir)
 
 
 def _job(job: tuple) -> bool:
@@ -131,7 +133,7 @@ def run_trainings(jobs: list[tuple], minutes: float, parallel: int = 1) -> list[
     """Train (or go on with) ``jobs`` until ``minutes`` have passed: in order in this process, or ``parallel``
     at a time in worker processes (several small trainings share one GPU better than one runs alone)."""
     deadline = time.monotonic() + 60.0 * minutes
-    done = [_finished(run_dir, export) for run_dir, _, export in jobs]
+    done = [_finished(run_dir) for run_dir, _, _ in jobs]
     todo = [n for n, finished in enumerate(done) if not finished]
     if parallel <= 1:
         for n in todo:

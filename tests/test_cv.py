@@ -116,9 +116,11 @@ def test_cv_all_trains_in_parallel_predicts_then_scores_elsewhere_and_then_does_
         for folder in ("oof", "oof_tta"):
             assert len(list((device / model / folder).glob("*.npz"))) == 4
         assert not (device / model / "cv").exists()
-    # what comes back from the device (no training states, no snapshots) is scored here
+    # what comes back from the device (cv.tgz: no weights; the final exports apart) is scored here
     here = tmp_path / "here"
-    shutil.copytree(device, here, ignore=shutil.ignore_patterns("last.pt", "best.pt", "snapshots"))
+    shutil.copytree(device, here, ignore=shutil.ignore_patterns("*.pt"))
+    for model in ("unet", "sspp"):
+        shutil.copy(device / model / "final" / "export.pt", here / model / "final" / "export.pt")
     assert cv(["all", *common, "--out", str(here), *TINY]) == 0
     assert "done: folds, scores (with and without test-time flips) and final models" in capsys.readouterr().out
     for model in ("unet", "sspp", "fusion"):
