@@ -109,7 +109,6 @@ def _job(job: tuple) -> bool:
     import torch
 
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // parallel))
-    os.environ["TQDM_DISABLE"] = "1"
     run_dir.mkdir(parents=True, exist_ok=True)
     with open(run_dir / "train.log", "a") as log, contextlib.redirect_stderr(log), contextlib.redirect_stdout(log):
         try:

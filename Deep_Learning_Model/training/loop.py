@@ -215,7 +215,7 @@ class Trainer:
             total=self.steps_per_epoch,
             desc=f"epoch {epoch + 1}/{cfg.epochs}",
             unit="step",
-            disable=not self.ctx.is_main,
+            disable=None if self.ctx.is_main else True,  # None: no bar when stderr is not a terminal (logs)
             leave=False,
             dynamic_ncols=True,
         )
