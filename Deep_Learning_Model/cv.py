@@ -36,6 +36,7 @@ import os
 import statistics
 import sys
 import time
+import traceback
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -113,8 +114,8 @@ def _job(job: tuple) -> bool:
     with open(run_dir / "train.log", "a") as log, contextlib.redirect_stderr(log), contextlib.redirect_stdout(log):
         try:
             return _train(run_dir, options, deadline, export)
-        except BratsError as exc:
-            print(f"error: {exc}", file=log)
+        except Exception:  # noqa: BLE001 - a failed run is logged as its own and must not stop the others
+            traceback.print_exc(file=log)
             return False
 
 
@@ -156,29 +157,37 @@ def train_folds(model: str, out: Path, options: dict, minutes: float, folds: lis
     return [k for k, finished in zip(folds, done, strict=True) if finished]
 
 
-def final_epochs(model: str, out: Path, splits: Path) -> int:
-    """The median (rounded up) of the folds' best epochs."""
+def fold_best_epochs(model: str, out: Path, splits: Path) -> list[int]:
+    """The best (validation) epoch of each fold of ``model``."""
     best = []
     for k in fold_numbers(splits):
         path = out / model / f"fold_{k}" / "train_summary.json"
         if not path.is_file():
             raise BratsError(f"{path}: fold {k} has no training summary; train the folds first")
         best.append(int(json.loads(path.read_text())["best_epoch"]))
-    return int(np.ceil(statistics.median(best)))
+    return best
+
+
+def final_epochs(model: str, out: Path, splits: Path) -> int:
+    """The median (rounded up) of the folds' best epochs."""
+    return _median_up(fold_best_epochs(model, out, splits))
+
+
+def _median_up(epochs: list[int]) -> int:
+    return int(np.ceil(statistics.median(epochs)))
 
 
 def choose_final(model: str, out: Path, splits: Path) -> Path:
     """Ship the final run's snapshot at :func:`final_epochs` as ``<out>/<model>/final/export.pt``, with the
     final run's provenance; the CV is recorded too when it is scored already."""
     run_dir = out / model / "final"
-    epoch = final_epochs(model, out, splits)
+    best = fold_best_epochs(model, out, splits)
+    epoch = _median_up(best)
     snapshot = snapshot_path(run_dir, epoch)
     if not snapshot.is_file():
         raise BratsError(f"{snapshot}: the final run has no snapshot of epoch {epoch}; train it with the folds' "
                          "recipe (cv final)")
     payload, run = read_export(snapshot), read_export(run_dir / FINAL_RUN_EXPORT)
-    best = [json.loads((out / model / f"fold_{k}" / "train_summary.json").read_text())["best_epoch"]
-            for k in fold_numbers(splits)]
     payload["info"] = {**run["info"], "best_epoch": epoch, "epochs_trained": epoch,
                        "epoch_choice": f"median (rounded up) of the folds' best epochs {best}"}
     export = save_atomic(payload, run_dir / "export.pt")
@@ -208,8 +217,11 @@ def run_all(out: Path, cache: Path, options: dict, minutes: float, splits: Path,
     deadline = time.monotonic() + 60.0 * minutes
     folds = fold_numbers(splits)
     trainings = [job for model in FUSED for job in _jobs(model, out, options, folds, splits, final=True)]
-    if not all(run_trainings(trainings, minutes, parallel)):
-        return "trainings not finished; call again"
+    done = run_trainings(trainings, minutes, parallel)
+    if not all(done):
+        left = ", ".join(str(run_dir) for (run_dir, _, _), finished in zip(trainings, done, strict=True)
+                         if not finished)
+        return f"trainings not finished: {left} (a run that failed says why in its train.log); call again"
     for model in FUSED:
         if not (out / model / "final" / "export.pt").is_file():
             choose_final(model, out, splits)

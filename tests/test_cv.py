@@ -16,7 +16,7 @@ from brats_core.cache import build_cache, cache_path
 from brats_core.cases import find_cases
 from brats_core.config import DEFAULT_SPLIT, PreprocessConfig
 from brats_core.split import fold_splits, load_split, save_split
-from Deep_Learning_Model.cv import fold_numbers, write_splits
+from Deep_Learning_Model.cv import fold_numbers, run_trainings, write_splits
 from Deep_Learning_Model.cv import main as cv
 from Deep_Learning_Model.export import load_export
 
@@ -161,3 +161,14 @@ def test_training_stops_at_the_deadline_after_a_validated_epoch(cv_setup, tmp_pa
     log = (tmp_path / "log.csv").read_text().splitlines()
     assert len(log) == 2 and log[1].split(",")[-1] != ""  # one epoch, validated
     assert "stopped after epoch 1 of 5" in capsys.readouterr().err
+
+
+def test_a_failing_parallel_run_is_logged_and_does_not_stop_the_others(cv_setup, tmp_path):
+    cache, splits = cv_setup
+    options = {"model": "unet", "from_cache": str(cache), "preset": "cv27", "base_width": 4, "batch_size": 4,
+               "epochs": 1, "max_steps_per_epoch": 2, "device": "cpu"}
+    good = (tmp_path / "good", {**options, "split": str(splits / "fold_1.json")}, "export.pt")
+    bad = (tmp_path / "bad", {**options, "split": str(tmp_path / "missing.json")}, "export.pt")
+    assert run_trainings([good, bad], 5.0, parallel=2) == [True, False]
+    assert "missing.json" in (tmp_path / "bad" / "train.log").read_text()
+    assert (tmp_path / "good" / "export.pt").is_file()
