@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("brats_app.train:main", f"train a model: {' | '.join(families())}"),
     "predict": ("brats_app.predict:main", "predict label maps with a trained model"),
     "compare": ("brats_app.compare.cli:main", "train/load every model and write the comparison table"),
+    "paired": ("brats_core.paired:main", "per-case differences between two reports of the same cases"),
     "serve": ("sspp_unet_api.app.main:main", "start the FastAPI service"),
 }
 

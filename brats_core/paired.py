@@ -1,0 +1,111 @@
+"""``brats paired``: per-case differences between two reports of the same cases (``B - A``, per region).
+
+Two models scored on the same cases (two ``per_case.csv`` of :func:`brats_core.evaluation.write_reports`, such as
+two rows of a cross-validation ablation) differ by less than their standard deviations suggest, because the hard
+cases are hard for both. The paired view subtracts per case: mean difference, the standard error of that mean,
+a 95 % t interval, and on how many cases ``B`` is better, tied or worse (for HD95 lower is better). An interval
+that holds 0 means these cases cannot tell the two apart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import statistics
+from pathlib import Path
+
+from scipy import stats
+
+from brats_core.config import REGIONS
+from brats_core.errors import BratsError
+from brats_core.helptext import PlainHelpFormatter, description
+
+#: Metrics compared, and whether higher is better.
+HIGHER_IS_BETTER: dict[str, bool] = {"dice": True, "hd95": False}
+
+
+def read_per_case(path: Path | str, metrics: tuple[str, ...] = tuple(HIGHER_IS_BETTER)) -> dict[str, dict[str, float]]:
+    """``{case_id: {"WT_dice": ..., ...}}`` from a ``per_case.csv``; BratsError naming the file and the problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise BratsError(f"{path}: no such report (a per_case.csv of brats evaluate / compare / cv score)")
+    columns = [f"{region}_{metric}" for region in REGIONS for metric in metrics]
+    with open(path, newline="") as handle:
+        reader = csv.DictReader(handle)
+        missing = [c for c in ["case_id", *columns] if c not in (reader.fieldnames or [])]
+        if missing:
+            raise BratsError(f"{path}: not a per-case report, column(s) {', '.join(missing)} missing")
+        rows: dict[str, dict[str, float]] = {}
+        for line, row in enumerate(reader, start=2):
+            case = row["case_id"]
+            if case in rows:
+                raise BratsError(f"{path}: case {case} appears twice (line {line})")
+            try:
+                rows[case] = {c: float(row[c]) for c in columns}
+            except (TypeError, ValueError):
+                raise BratsError(f"{path}: line {line} ({case}) has a score that is not a number") from None
+            if not all(math.isfinite(v) for v in rows[case].values()):
+                raise BratsError(f"{path}: line {line} ({case}) has a score that is not finite")
+    return rows
+
+
+def paired_differences(a: dict[str, dict[str, float]], b: dict[str, dict[str, float]],
+                       source: str = "the two reports") -> dict:
+    """Per region and metric of :data:`HIGHER_IS_BETTER`: ``mean`` of ``B - A``, its ``se``, ``ci95``, and
+    ``better`` / ``tied`` / ``worse`` counts of ``B``. Both reports must hold the same cases (at least two)."""
+    only_a, only_b = sorted(set(a) - set(b)), sorted(set(b) - set(a))
+    if only_a or only_b:
+        raise BratsError(f"{source} do not hold the same cases: only in A {only_a or '-'}, only in B {only_b or '-'}")
+    if len(a) < 2:
+        raise BratsError(f"{source}: a paired comparison needs at least 2 cases, they hold {len(a)}")
+    cases = sorted(a)
+    result: dict = {"n_cases": len(cases)}
+    for region in REGIONS:
+        for metric, higher in HIGHER_IS_BETTER.items():
+            col = f"{region}_{metric}"
+            diff = [b[c][col] - a[c][col] for c in cases]
+            mean, se = statistics.fmean(diff), statistics.stdev(diff) / math.sqrt(len(diff))
+            half = float(stats.t.ppf(0.975, len(diff) - 1)) * se
+            sign = 1 if higher else -1
+            result[col] = {
+                "mean": mean, "se": se, "ci95": [mean - half, mean + half],
+                "better": sum(sign * d > 0 for d in diff), "tied": sum(d == 0 for d in diff),
+                "worse": sum(sign * d < 0 for d in diff),
+            }  # fmt: skip
+    return result
+
+
+def markdown(result: dict, name_a: str, name_b: str) -> str:
+    """The comparison as a Markdown table, one row per region and metric."""
+    lines = [
+        f"B = {name_b} minus A = {name_a}, per case over {result['n_cases']} cases "
+        "(for HD95 lower is better, so B better means a negative difference).",
+        "",
+        "| | mean B - A | standard error | 95 % interval | B better / tied / worse |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for region in REGIONS:
+        for metric, digits in (("dice", 3), ("hd95", 1)):
+            r = result[f"{region}_{metric}"]
+            mean, low, high = (round(v, digits) + 0.0 for v in (r["mean"], *r["ci95"]))  # no "-0.0"
+            lines.append(f"| {region} {'Dice' if metric == 'dice' else 'HD95 (mm)'} | {mean:+.{digits}f} | "
+                         f"{r['se']:.{digits}f} | {low:+.{digits}f} to {high:+.{digits}f} | "
+                         f"{r['better']} / {r['tied']} / {r['worse']} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="brats paired", description=description(__doc__),
+                                     formatter_class=PlainHelpFormatter)
+    parser.add_argument("a", type=Path, help="per_case.csv of A (the baseline)")
+    parser.add_argument("b", type=Path, help="per_case.csv of B (the change)")
+    parser.add_argument("--json", type=Path, help="also write the numbers to this JSON file")
+    args = parser.parse_args(argv)
+    result = paired_differences(read_per_case(args.a), read_per_case(args.b), f"{args.a} and {args.b}")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"a": str(args.a), "b": str(args.b), **result}, indent=2) + "\n")
+    print(markdown(result, str(args.a), str(args.b)), end="")
+    return 0
