@@ -104,7 +104,7 @@ def measure(arch: str, path: str, dataset, precision, args: argparse.Namespace, 
 
     torch.manual_seed(0)
     cfg = make_config("cv27", model=arch, base_width=args.base_width, size=args.size, batch_size=args.batch_size,
-                      head=args.head)
+                      head=args.head, context=args.context)
     device = precision.device
     model = build_model(cfg.model_config()).to(device, memory_format=precision.memory_format).train()
     optimizer, scaler, loss_fn = build_optimizer(model, cfg), precision.grad_scaler(), build_loss(cfg.head)
@@ -213,7 +213,7 @@ def main() -> None:
     parser.add_argument("--head", default="regions", choices=["softmax", "regions"])
     parser.add_argument("--base-width", type=int, default=32)
     parser.add_argument("--size", type=int, default=128)
-    parser.add_argument("--context", type=int, default=0)
+    parser.add_argument("--context", type=int, default=None, help="slices each side (default: the cv27 preset's)")
     parser.add_argument("--batch-size", type=int, default=32, help="default: the cv27 preset's")
     parser.add_argument("--workers", type=int, default=None, help="DataLoader workers (default 8 on CUDA, 1 on CPU)")
     parser.add_argument("--warmup", type=int, default=None, help="untimed steps (default 20 on CUDA, 1 on CPU)")
@@ -228,6 +228,10 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.warmup, args.steps = 1, 2
+    if args.context is None:
+        from Deep_Learning_Model.training.config import make_config
+
+        args.context = make_config("cv27").context
     cores = pin_cores(args.cores or len(os.sched_getaffinity(0)))
     import torch
 

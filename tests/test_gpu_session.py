@@ -99,3 +99,15 @@ def test_the_session_script_runs_its_calls_and_what_comes_back_is_scored_here(sy
             assert json.loads((here / "cv" / model / folder / "summary.json").read_text())["n_cases"] == 4
     meta = load_export(here / "cv" / "sspp" / "final" / "export.pt")[3]
     assert meta["info"]["cv"]["cases"] == 4 and meta["info"]["train_config"]["epochs"] == 2
+
+
+def test_benchmark_trains_a_2_5d_network_on_its_context_slices() -> None:
+    """``--context 1`` feeds 12 channels: the benchmark's network is built for them (it once was not)."""
+    command = [sys.executable, "benchmarks/training_gpu.py", "--device", "cpu", "--base-width", "4", "--batch-size", "4",
+               "--cases", "2", "--slices", "8", "--warmup", "1", "--steps", "1", "--context", "1",
+               "--paths", "resident", "--models", "unet"]  # fmt: skip
+    result = subprocess.run(command, cwd=REPO_ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                            capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    line = json.loads(result.stdout.splitlines()[-1])
+    assert line["context"] == 1 and line["slices_per_s"]["unet"]["resident"] > 0
