@@ -141,8 +141,8 @@ def test_resident_training_equals_the_dataloader_training(train_set, tmp_path: P
         cfg = make_config("cv27", model="unet", size=SIZE, base_width=4, batch_size=4, epochs=1,
                           max_steps_per_epoch=3, device="cpu", resident=resident, out=str(tmp_path / str(resident)))
         train = open_cache(cache, ["synth_000", "synth_001"])
-        data = TrainingData(SliceDataset(train, slices="brain"), open_cache(cache, ["synth_002"]), train[0].config,
-                            split)
+        dataset = SliceDataset(train, context=cfg.context, slices="brain")  # cv27's context
+        data = TrainingData(dataset, open_cache(cache, ["synth_002"]), train[0].config, split)
         trainer = Trainer(cfg, data, DistContext(), torch.device("cpu"))
         trainer.fit()
         assert trainer.history[-1]["val_mean_dice"] is not None
