@@ -89,7 +89,7 @@ def markdown(result: dict, name_a: str, name_b: str) -> str:
     for region in REGIONS:
         for metric, digits in (("dice", 3), ("hd95", 1)):
             r = result[f"{region}_{metric}"]
-            mean, low, high = (round(v, digits) + 0.0 for v in (r["mean"], *r["ci95"]))  # no "-0.0"
+            mean, (low, high) = r["mean"], r["ci95"]  # a sign kept on a rounded 0: -0.000 is below 0
             lines.append(f"| {region} {'Dice' if metric == 'dice' else 'HD95 (mm)'} | {mean:+.{digits}f} | "
                          f"{r['se']:.{digits}f} | {low:+.{digits}f} to {high:+.{digits}f} | "
                          f"{r['better']} / {r['tied']} / {r['worse']} |")

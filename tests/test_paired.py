@@ -58,9 +58,12 @@ def test_known_differences_standard_error_interval_and_counts(tmp_path: Path) ->
     assert "| WT Dice | +0.050 |" in table and "| TC HD95 (mm) | -0.8 |" in table and "2 / 1 / 1" in table
 
 
-def test_no_negative_zero_in_the_table() -> None:
-    result = paired_differences(_scores({"p1": 0.5, "p2": 0.5}), _scores({"p1": 0.4999, "p2": 0.5}))
-    assert "-0.000" not in markdown(result, "A", "B") and "| WT Dice | +0.000 |" in markdown(result, "A", "B")
+def test_a_rounded_zero_keeps_its_sign() -> None:
+    """An interval that ends just below 0 must not read as touching it."""
+    a = {"p1": 0.5, "p2": 0.5, "p3": 0.5, "p4": 0.5}
+    result = paired_differences(_scores(a), _scores({"p1": 0.4997, "p2": 0.4997, "p3": 0.4996, "p4": 0.4996}))
+    table = markdown(result, "A", "B")
+    assert "| WT Dice | -0.000 |" in table and "to -0.000 |" in table and "+0.000" not in table
 
 
 def test_cli_prints_the_table_and_writes_json(tmp_path: Path, capsys) -> None:
