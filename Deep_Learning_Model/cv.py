@@ -168,21 +168,13 @@ def fold_best_epochs(model: str, out: Path, splits: Path) -> list[int]:
     return best
 
 
-def final_epochs(model: str, out: Path, splits: Path) -> int:
-    """The median (rounded up) of the folds' best epochs."""
-    return _median_up(fold_best_epochs(model, out, splits))
-
-
-def _median_up(epochs: list[int]) -> int:
-    return int(np.ceil(statistics.median(epochs)))
-
-
 def choose_final(model: str, out: Path, splits: Path) -> Path:
-    """Ship the final run's snapshot at :func:`final_epochs` as ``<out>/<model>/final/export.pt``, with the
-    final run's provenance; the CV is recorded too when it is scored already."""
+    """Ship the final run's snapshot at the median (rounded up) of the folds' best epochs as
+    ``<out>/<model>/final/export.pt``, with the final run's provenance; the CV is recorded too when it is
+    scored already."""
     run_dir = out / model / "final"
     best = fold_best_epochs(model, out, splits)
-    epoch = _median_up(best)
+    epoch = int(np.ceil(statistics.median(best)))
     snapshot = snapshot_path(run_dir, epoch)
     if not snapshot.is_file():
         raise BratsError(f"{snapshot}: the final run has no snapshot of epoch {epoch}; train it with the folds' "
@@ -200,7 +192,7 @@ def train_final(model: str, out: Path, options: dict, minutes: float, splits: Pa
     """Train (or go on with) the final run; once it and the folds are trained, choose its export."""
     if (out / model / "final" / "export.pt").is_file():
         return True
-    final_epochs(model, out, splits)  # the folds must be trained: fail before training anything
+    fold_best_epochs(model, out, splits)  # the folds must be trained: fail before training anything
     job = _jobs(model, out, options, [], splits, final=True)
     if not run_trainings(job, minutes)[0]:
         return False

@@ -26,12 +26,12 @@ from brats_core.helptext import PlainHelpFormatter, description
 HIGHER_IS_BETTER: dict[str, bool] = {"dice": True, "hd95": False}
 
 
-def read_per_case(path: Path | str, metrics: tuple[str, ...] = tuple(HIGHER_IS_BETTER)) -> dict[str, dict[str, float]]:
+def read_per_case(path: Path | str) -> dict[str, dict[str, float]]:
     """``{case_id: {"WT_dice": ..., ...}}`` from a ``per_case.csv``; BratsError naming the file and the problem."""
     path = Path(path)
     if not path.is_file():
         raise BratsError(f"{path}: no such report (a per_case.csv of brats evaluate / compare / cv score)")
-    columns = [f"{region}_{metric}" for region in REGIONS for metric in metrics]
+    columns = [f"{region}_{metric}" for region in REGIONS for metric in HIGHER_IS_BETTER]
     with open(path, newline="") as handle:
         reader = csv.DictReader(handle)
         missing = [c for c in ["case_id", *columns] if c not in (reader.fieldnames or [])]
