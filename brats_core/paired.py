@@ -4,7 +4,9 @@ Two models scored on the same cases (two ``per_case.csv`` of :func:`brats_core.e
 two rows of a cross-validation ablation) differ by less than their standard deviations suggest, because the hard
 cases are hard for both. The paired view subtracts per case: mean difference, the standard error of that mean,
 a 95 % t interval, and on how many cases ``B`` is better, tied or worse (for HD95 lower is better). An interval
-that holds 0 means these cases cannot tell the two apart.
+that holds 0 means these cases cannot tell the two apart. One that excludes 0 is not yet a difference between
+two recipes: the interval treats both models as fixed, while a training rerun with another seed moves every
+case of a fold together. Compare two seeds of one recipe with this same command to see that noise floor.
 """
 
 from __future__ import annotations
