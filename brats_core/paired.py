@@ -6,7 +6,9 @@ cases are hard for both. The paired view subtracts per case: mean difference, th
 a 95 % t interval, and on how many cases ``B`` is better, tied or worse (for HD95 lower is better). An interval
 that holds 0 means these cases cannot tell the two apart. One that excludes 0 is not yet a difference between
 two recipes: the interval treats both models as fixed, while a training rerun with another seed moves every
-case of a fold together. Compare two seeds of one recipe with this same command to see that noise floor.
+case of a fold together. Compare two seeds of one recipe with this same command to see that noise floor, and
+give each side several reports (``--a A1 A2 --b B1 B2``: one per training seed) to compare recipes with every
+case's score averaged over the seeds of its side first.
 """
 
 from __future__ import annotations
@@ -51,6 +53,21 @@ def read_per_case(path: Path | str) -> dict[str, dict[str, float]]:
             if not all(math.isfinite(v) for v in rows[case].values()):
                 raise BratsError(f"{path}: line {line} ({case}) has a score that is not finite")
     return rows
+
+
+def mean_per_case(reports: list[dict[str, dict[str, float]]], names: list[str]) -> dict[str, dict[str, float]]:
+    """Every case's scores averaged over ``reports`` (say one per training seed of a recipe); they must hold the
+    same cases (BratsError naming the first report that does not)."""
+    if not reports:
+        raise BratsError("no report to average")
+    cases = set(reports[0])
+    for report, name in zip(reports[1:], names[1:], strict=True):
+        if set(report) != cases:
+            only_first, only_this = sorted(cases - set(report)), sorted(set(report) - cases)
+            raise BratsError(f"{name} does not hold the cases of {names[0]}: only in {names[0]} {only_first or '-'}, "
+                             f"only in {name} {only_this or '-'}")
+    return {case: {col: statistics.fmean(r[case][col] for r in reports) for col in reports[0][case]}
+            for case in reports[0]}  # fmt: skip
 
 
 def paired_differences(a: dict[str, dict[str, float]], b: dict[str, dict[str, float]],
@@ -98,16 +115,39 @@ def markdown(result: dict, name_a: str, name_b: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _side(paths: list[Path]) -> tuple[dict[str, dict[str, float]], str]:
+    """One side's per-case scores (averaged over its reports) and its name in the table."""
+    scores = mean_per_case([read_per_case(p) for p in paths], [str(p) for p in paths])
+    name = str(paths[0]) if len(paths) == 1 else f"the mean per case of {', '.join(map(str, paths))}"
+    return scores, name
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="brats paired", description=description(__doc__),
-                                     formatter_class=PlainHelpFormatter)
-    parser.add_argument("a", type=Path, help="per_case.csv of A (the baseline)")
-    parser.add_argument("b", type=Path, help="per_case.csv of B (the change)")
+                                     formatter_class=PlainHelpFormatter,
+                                     usage="brats paired A B [--json FILE] | --a A [A ...] --b B [B ...] [--json FILE]")
+    parser.add_argument("reports", type=Path, nargs="*", metavar="A B",
+                        help="per_case.csv of A (the baseline) and of B (the change)")
+    parser.add_argument("--a", type=Path, nargs="+", metavar="A", help="instead of the two reports: A's "
+                        "reports (one per training seed), averaged per case")
+    parser.add_argument("--b", type=Path, nargs="+", metavar="B", help="B's reports, averaged per case")
     parser.add_argument("--json", type=Path, help="also write the numbers to this JSON file")
     args = parser.parse_args(argv)
-    result = paired_differences(read_per_case(args.a), read_per_case(args.b), f"{args.a} and {args.b}")
+    if args.a or args.b:
+        if args.reports or not (args.a and args.b):
+            parser.error("give either two reports A B, or both --a and --b (one or more reports each)")
+        paths_a, paths_b = args.a, args.b
+    elif len(args.reports) != 2:
+        parser.error(f"expected two reports A B, got {len(args.reports)}")
+    else:
+        (a_path, b_path) = args.reports
+        paths_a, paths_b = [a_path], [b_path]
+    (a, name_a), (b, name_b) = _side(paths_a), _side(paths_b)
+    result = paired_differences(a, b, f"{name_a} and {name_b}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"a": str(args.a), "b": str(args.b), **result}, indent=2) + "\n")
-    print(markdown(result, str(args.a), str(args.b)), end="")
+        saved = {"a": str(paths_a[0]), "b": str(paths_b[0])} if len(paths_a) == len(paths_b) == 1 else \
+            {"a": [str(p) for p in paths_a], "b": [str(p) for p in paths_b]}
+        args.json.write_text(json.dumps({**saved, **result}, indent=2) + "\n")
+    print(markdown(result, name_a, name_b), end="")
     return 0

@@ -1,6 +1,7 @@
-"""``brats paired``: per-case differences of two reports, on known numbers, from real report files, and every
-bad report it is given (missing, not a report, a case twice, a score that is not a number or not finite,
-different cases, too few cases)."""
+"""``brats paired``: per-case differences of two reports, on known numbers, from real report files, with each
+side averaged over several reports (training seeds), and every bad report or call it is given (missing, not a
+report, a case twice, a score that is not a number or not finite, different cases, too few cases, reports of
+one side on different cases, sides given both ways or only one)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from brats_app.cli import main as brats
 from brats_core.config import REGIONS
 from brats_core.errors import BratsError
 from brats_core.evaluation import SCORE_COLUMNS, write_reports
-from brats_core.paired import markdown, paired_differences, read_per_case
+from brats_core.paired import markdown, mean_per_case, paired_differences, read_per_case
 
 
 def _rows(dice: dict[str, float], hd95: dict[str, float]) -> list[dict]:
@@ -102,3 +103,39 @@ def test_reports_of_different_cases_or_too_few_are_refused() -> None:
         paired_differences(_scores({"p1": 1, "p2": 1, "p3": 1}), _scores({"p1": 1, "p2": 1, "p9": 1}))
     with pytest.raises(BratsError, match="at least 2 cases, they hold 1"):
         paired_differences(_scores({"p1": 1}), _scores({"p1": 0.5}))
+
+
+def test_each_side_averaged_over_its_seeds_per_case(tmp_path: Path, capsys) -> None:
+    """``--a A1 A2 --b B1 B2``: every case's score is the mean over its side's reports before the subtraction."""
+    for name, dice, hd in (("a1", {"p1": 0.4, "p2": 0.6, "p3": 0.8}, 10), ("a2", {"p1": 0.6, "p2": 0.6, "p3": 0.6}, 6),
+                           ("b1", {"p1": 0.9, "p2": 0.7, "p3": 0.7}, 4), ("b2", {"p1": 0.7, "p2": 0.5, "p3": 0.9}, 4)):
+        write_reports(_rows(dice, dict.fromkeys(dice, hd)), tmp_path / name)
+    mean = mean_per_case([read_per_case(tmp_path / f"a{i}/per_case.csv") for i in (1, 2)], ["a1", "a2"])
+    assert mean["p1"]["WT_dice"] == pytest.approx(0.5) and mean["p3"]["ET_hd95"] == pytest.approx(8.0)
+    out = tmp_path / "seeds.json"
+    argv = ["paired", "--a", *(str(tmp_path / f"a{i}/per_case.csv") for i in (1, 2)),
+            "--b", *(str(tmp_path / f"b{i}/per_case.csv") for i in (1, 2)), "--json", str(out)]
+    assert brats(argv) == 0
+    # means per case: A 0.5, 0.6, 0.7 and B 0.8, 0.6, 0.8, so B - A = +0.3, 0, +0.1; HD95 8 -> 4 on every case
+    table = capsys.readouterr().out
+    assert "B = the mean per case of " in table and "| TC Dice | +0.133 |" in table and "| WT Dice | +0.133 | 0.088 |" in table and "2 / 1 / 0" in table
+    saved = json.loads(out.read_text())
+    assert saved["WT_dice"]["mean"] == pytest.approx(0.4 / 3) and (saved["WT_dice"]["better"], saved["WT_dice"]["tied"]) == (2, 1)
+    assert saved["ET_hd95"]["mean"] == pytest.approx(-4.0) and len(saved["a"]) == 2 and saved["b"][1].endswith("b2/per_case.csv")
+
+
+def test_reports_of_one_side_on_different_cases_are_named() -> None:
+    with pytest.raises(BratsError, match=r"seed1.csv does not hold the cases of seed0.csv: only in seed0.csv \['p2'\]"):
+        mean_per_case([_scores({"p1": 1, "p2": 1}), _scores({"p1": 1, "p9": 1})], ["seed0.csv", "seed1.csv"])
+
+
+@pytest.mark.parametrize(("argv", "problem"), [
+    (["a.csv"], "expected two reports A B, got 1"),
+    (["a.csv", "b.csv", "c.csv"], "expected two reports A B, got 3"),
+    (["--a", "a.csv", "a2.csv"], "give either two reports A B, or both --a and --b"),
+    (["a.csv", "--a", "a.csv", "--b", "b.csv"], "give either two reports A B, or both --a and --b"),
+], ids=["one", "three", "only-a", "both-ways"])  # fmt: skip
+def test_sides_must_be_given_one_way(argv: list[str], problem: str, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        brats(["paired", *argv])
+    assert exit_.value.code == 2 and problem in capsys.readouterr().err
