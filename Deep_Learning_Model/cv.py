@@ -2,6 +2,7 @@
 
     python -m Deep_Learning_Model.cv train --from-cache C --model unet --out runs/cv --time-limit 9 [-- --head softmax]
     python -m Deep_Learning_Model.cv score --from-cache C --model unet --out runs/cv      # also: --model fusion
+    python -m Deep_Learning_Model.cv score --from-cache C --model fusion --out runs/seeds --members A/unet B/unet
     python -m Deep_Learning_Model.cv final --from-cache C --model unet --out runs/cv --time-limit 9
     python -m Deep_Learning_Model.cv all --from-cache C --out runs/cv --time-limit 8.5 --parallel 6 [--no-score]
 
@@ -17,6 +18,9 @@ default ``splits/brats_dev.json``, seed 0: validation cases from the training fo
   original grid, thresholds, TTA with ``--tta``) into ``<out>/<model>/oof``, scores them with the shared harness
   and tunes the post-processing on them (:mod:`Deep_Learning_Model.cv_oof`); predictions already there are
   scored as they are (``--no-predict``: only those), so they can be made on one machine and scored on another.
+  ``--model fusion`` averages ``<out>/unet`` and ``<out>/sspp``; ``--members`` names other model folders (each
+  with ``fold_<k>/export.pt`` on the same folds), e.g. two training seeds of one network, fused into
+  ``<out>/fusion``. An export that has seen a test case of its fold is refused.
 - ``final`` trains on all cases with the folds' recipe, exporting a snapshot every epoch, and ships the snapshot
   of the median (rounded up) of the folds' best epochs as ``<out>/<model>/final/export.pt``: the same epoch of
   the same schedule that the folds were scored at, without waiting for them to train it. The export records the
@@ -248,6 +252,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--folds", type=int, nargs="*", help="train: which folds (default all)")
     parser.add_argument("--tta", action="store_true", help="score: test-time flips")
     parser.add_argument("--no-predict", action="store_true", help="score: only the predictions already written")
+    parser.add_argument("--members", type=Path, nargs="+", metavar="DIR", help="score --model fusion: fuse these "
+                        "model folders (each holding fold_<k>/export.pt) instead of <out>/unet and <out>/sspp")
     parser.add_argument("--device", choices=("cpu", "cuda"))
     parser.add_argument("--jobs", type=int, default=1, help="score: processes computing the metrics")
     parser.add_argument("--parallel", type=int, default=1, help="all: trainings at once (default 1)")
@@ -255,6 +261,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.model is None and args.command != "all":
         parser.error(f"{args.command} needs --model")
+    if args.members and (args.command != "score" or args.model != "fusion" or args.no_predict):
+        parser.error("--members goes with score --model fusion (predicting)")
     options = {"from_cache": str(args.from_cache), "preset": args.preset,
                **vars(train_script.build_parser().parse_args(extra))}
     if args.device:
@@ -267,9 +275,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"cv all: {status}")
             return 0
         if args.command == "score":
-            step = score_predictions if args.no_predict else score_folds
-            extra_args = () if args.no_predict else (args.device,)
-            result = step(args.model, args.out, args.from_cache, args.splits, args.tta, *extra_args, jobs=args.jobs)
+            if args.no_predict:
+                result = score_predictions(args.model, args.out, args.from_cache, args.splits, args.tta, args.jobs)
+            else:
+                result = score_folds(args.model, args.out, args.from_cache, args.splits, args.tta, args.device,
+                                     args.jobs, args.members)
             print(json.dumps({k: result[k] for k in ("postprocess",)} | {
                 "cv_dice": {r: result["summary"][r]["dice"]["mean"] for r in REGIONS},
                 "cv_dice_postprocessed": {r: result["postprocessed"][r]["dice"]["mean"] for r in REGIONS}}))

@@ -55,25 +55,64 @@ def _fold_cases(splits: Path) -> list[tuple[int, list[str]]]:
     return [(k, list(load_split(splits / f"fold_{k}.json")["test"])) for k in fold_numbers(splits)]
 
 
-def _segmenter(model: str, out: Path, k: int, tta: bool, device: str | None):
-    names = FUSED if model == "fusion" else (model,)
-    exports = [out / name / f"fold_{k}" / "export.pt" for name in names]
+def member_folders(model: str, out: Path, members: list[Path] | None = None) -> list[Path]:
+    """The model folders (each holding ``fold_<k>/export.pt``) whose probabilities ``model`` averages:
+    ``<out>/<model>`` itself, for fusion ``<out>/unet`` and ``<out>/sspp`` unless ``members`` names others (two
+    training seeds of one network, say)."""
+    if members and model != "fusion":
+        raise BratsError(f"members are fused: give them with the fusion model, not {model}")
+    if members and len(members) < 2:
+        raise BratsError(f"a fusion needs at least two member folders, got {', '.join(map(str, members))}")
+    return list(members) if members else [out / name for name in (FUSED if model == "fusion" else (model,))]
+
+
+def _check_members(model: str, out: Path, members: list[Path] | None) -> None:
+    """Keep one fusion's predictions per ``<out>/fusion``: members given are recorded in ``members.json`` there,
+    and predictions of other members (or of the default pair) in the same place are refused, since they would be
+    scored together."""
+    if model != "fusion":
+        return
+    folder = out / "fusion"
+    record = folder / "members.json"
+    names = [str(m) for m in members] if members else None
+    saved = json.loads(record.read_text()) if record.is_file() else None
+    if saved == names:
+        return
+    if saved is None and not any(folder.glob("oof*/*.npz")):
+        folder.mkdir(parents=True, exist_ok=True)
+        record.write_text(json.dumps(names, indent=1) + "\n")
+        return
+    def describe(fused: list[str] | None) -> str:
+        return ", ".join(fused) if fused else f"{out / 'unet'} and {out / 'sspp'}"
+    raise BratsError(f"{folder} holds the fusion of {describe(saved)}, not of {describe(names)}; give another --out")
+
+
+def _segmenter(folders: list[Path], k: int, cases: list[str], tta: bool, device: str | None):
+    exports = [folder / f"fold_{k}" / "export.pt" for folder in folders]
     missing = [str(p) for p in exports if not p.is_file()]
     if missing:
         raise BratsError(f"fold {k} is not trained yet: {', '.join(missing)}")
-    return raw_segmenter(exports, device, tta)
+    segmenter = raw_segmenter(exports, device, tta)
+    seen = sorted(set(cases) & set(segmenter.provenance.seen_cases))
+    if seen:  # another run's folds, or another split: its "out-of-fold" cases would not be
+        raise BratsError(f"fold {k}: {', '.join(map(str, exports))} trained or validated on {', '.join(seen)}, "
+                         f"a test case of this fold")
+    return segmenter
 
 
 def predict_folds(model: str, out: Path, cache: Path, splits: Path, tta: bool = False,
-                  device: str | None = None) -> Path:
-    """Write the out-of-fold label map of every test case not written yet; returns the folder."""
+                  device: str | None = None, members: list[Path] | None = None) -> Path:
+    """Write the out-of-fold label map of every test case not written yet; returns the folder. Every export
+    must not have seen its fold's test cases (BratsError naming them)."""
+    folders = member_folders(model, out, members)
+    _check_members(model, out, members)
     folder = oof_dir(out, model, tta)
     folder.mkdir(parents=True, exist_ok=True)
     for k, cases in _fold_cases(splits):
         todo = [c for c in cases if not (folder / f"{c}.npz").is_file()]
         if not todo:
             continue
-        segmenter = _segmenter(model, out, k, tta, device)
+        segmenter = _segmenter(folders, k, cases, tta, device)
         for entry in open_cache(cache, todo):
             pre = Preprocessed(np.asarray(entry.images, dtype=np.float32), None, np.asarray(entry.brain),
                                entry.geometry)
@@ -130,9 +169,9 @@ def score_predictions(model: str, out: Path, cache: Path, splits: Path, tta: boo
 
 
 def score_folds(model: str, out: Path, cache: Path, splits: Path, tta: bool = False, device: str | None = None,
-                jobs: int = 1) -> dict:
+                jobs: int = 1, members: list[Path] | None = None) -> dict:
     """Predict what is not predicted yet, then score: both steps on this machine."""
-    predict_folds(model, out, cache, splits, tta, device)
+    predict_folds(model, out, cache, splits, tta, device, members)
     return score_predictions(model, out, cache, splits, tta, jobs)
 
 

@@ -172,3 +172,39 @@ def test_a_failing_parallel_run_is_logged_and_does_not_stop_the_others(cv_setup,
     assert run_trainings([good, bad], 5.0, parallel=2) == [True, False]
     assert "missing.json" in (tmp_path / "bad" / "train.log").read_text()
     assert (tmp_path / "good" / "export.pt").is_file()
+
+
+def test_fusion_of_named_members_such_as_two_seeds_and_the_guards_around_it(cv_setup, tmp_path, capsys):
+    """``score --model fusion --members A B``: two trainings of one network fused into ``<out>/fusion``; the
+    members are recorded and another fusion in the same place is refused; an export that has seen a test case
+    of its fold, or members with another model, are refused with the file and the cases named."""
+    cache, splits = cv_setup
+    for seed in ("0", "1"):
+        common = ["--from-cache", str(cache), "--model", "unet", "--out", str(tmp_path / f"seed{seed}"),
+                  "--splits", str(splits)]
+        assert cv(["train", *common, *TINY, "--seed", seed]) == 0
+    members = [str(tmp_path / "seed0/unet"), str(tmp_path / "seed1/unet")]
+    score = ["score", "--from-cache", str(cache), "--model", "fusion", "--splits", str(splits), "--device", "cpu"]
+    assert cv([*score, "--out", str(tmp_path / "seeds"), "--members", *members]) == 0
+    assert json.loads((tmp_path / "seeds/fusion/members.json").read_text()) == members
+    assert json.loads((tmp_path / "seeds/fusion/cv/summary.json").read_text())["n_cases"] == 4
+    assert not (tmp_path / "seeds/unet").exists() and not (tmp_path / "seeds/sspp").exists()
+    capsys.readouterr()
+    assert cv([*score, "--out", str(tmp_path / "seeds"), "--members", *members[::-1]]) == 1
+    assert "holds the fusion of " + ", ".join(members) in capsys.readouterr().err
+    assert cv([*score, "--out", str(tmp_path / "seeds")]) == 1  # the default pair would land beside them
+    assert f"not of {tmp_path / 'seeds/unet'} and {tmp_path / 'seeds/sspp'}" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cv(["score", "--from-cache", str(cache), "--model", "unet", "--out", str(tmp_path), "--members", *members])
+    assert "--members goes with score --model fusion" in capsys.readouterr().err
+    assert cv([*score, "--out", str(tmp_path / "one"), "--members", members[0]]) == 1
+    assert "at least two member folders" in capsys.readouterr().err
+
+    # fold 1's export of seed 1 swapped for its fold 2's: trained on fold 1's test cases
+    shutil.copy(tmp_path / "seed1/unet/fold_2/export.pt", tmp_path / "seed1/unet/fold_1/export.pt")
+    assert cv([*score, "--out", str(tmp_path / "leak"), "--members", *members]) == 1
+    err = capsys.readouterr().err
+    test_1 = load_split(splits / "fold_1.json")["test"]
+    assert f"fold 1: {tmp_path / 'seed0/unet/fold_1/export.pt'}, {tmp_path / 'seed1/unet/fold_1/export.pt'} " \
+           f"trained or validated on {', '.join(sorted(test_1))}, a test case of this fold" in err
+    assert not list((tmp_path / "leak/fusion/oof").glob("*.npz"))
