@@ -82,9 +82,9 @@ def _check_members(model: str, out: Path, members: list[Path] | None) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         record.write_text(json.dumps(names, indent=1) + "\n")
         return
-    def describe(fused: list[str] | None) -> str:
-        return ", ".join(fused) if fused else f"{out / 'unet'} and {out / 'sspp'}"
-    raise BratsError(f"{folder} holds the fusion of {describe(saved)}, not of {describe(names)}; give another --out")
+    default = f"{out / 'unet'} and {out / 'sspp'}"
+    raise BratsError(f"{folder} holds the fusion of {', '.join(saved) if saved else default}, not of "
+                     f"{', '.join(names) if names else default}; give another --out")
 
 
 def _segmenter(folders: list[Path], k: int, cases: list[str], tta: bool, device: str | None):
