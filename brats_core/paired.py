@@ -55,17 +55,20 @@ def read_per_case(path: Path | str) -> dict[str, dict[str, float]]:
     return rows
 
 
+def _same_cases(a: dict, b: dict, problem: str, name_a: str = "A", name_b: str = "B") -> None:
+    """BratsError ``problem`` listing the cases only in ``a`` and only in ``b``, unless both hold the same."""
+    only_a, only_b = sorted(set(a) - set(b)), sorted(set(b) - set(a))
+    if only_a or only_b:
+        raise BratsError(f"{problem}: only in {name_a} {only_a or '-'}, only in {name_b} {only_b or '-'}")
+
+
 def mean_per_case(reports: list[dict[str, dict[str, float]]], names: list[str]) -> dict[str, dict[str, float]]:
     """Every case's scores averaged over ``reports`` (say one per training seed of a recipe); they must hold the
     same cases (BratsError naming the first report that does not)."""
     if not reports:
         raise BratsError("no report to average")
-    cases = set(reports[0])
     for report, name in zip(reports[1:], names[1:], strict=True):
-        if set(report) != cases:
-            only_first, only_this = sorted(cases - set(report)), sorted(set(report) - cases)
-            raise BratsError(f"{name} does not hold the cases of {names[0]}: only in {names[0]} {only_first or '-'}, "
-                             f"only in {name} {only_this or '-'}")
+        _same_cases(reports[0], report, f"{name} does not hold the cases of {names[0]}", names[0], name)
     return {case: {col: statistics.fmean(r[case][col] for r in reports) for col in reports[0][case]}
             for case in reports[0]}  # fmt: skip
 
@@ -74,9 +77,7 @@ def paired_differences(a: dict[str, dict[str, float]], b: dict[str, dict[str, fl
                        source: str = "the two reports") -> dict:
     """Per region and metric of :data:`HIGHER_IS_BETTER`: ``mean`` of ``B - A``, its ``se``, ``ci95``, and
     ``better`` / ``tied`` / ``worse`` counts of ``B``. Both reports must hold the same cases (at least two)."""
-    only_a, only_b = sorted(set(a) - set(b)), sorted(set(b) - set(a))
-    if only_a or only_b:
-        raise BratsError(f"{source} do not hold the same cases: only in A {only_a or '-'}, only in B {only_b or '-'}")
+    _same_cases(a, b, f"{source} do not hold the same cases")
     if len(a) < 2:
         raise BratsError(f"{source}: a paired comparison needs at least 2 cases, they hold {len(a)}")
     cases = sorted(a)
