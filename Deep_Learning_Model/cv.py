@@ -46,6 +46,7 @@ from pathlib import Path
 
 import numpy as np
 
+from brats_core.allocator import keep_freed_memory
 from brats_core.config import DEFAULT_SPLIT, REGIONS, REPO_ROOT
 from brats_core.errors import BratsError
 from brats_core.split import all_cases_split, fold_splits, load_split, save_split
@@ -237,6 +238,7 @@ def run_all(out: Path, cache: Path, options: dict, minutes: float, splits: Path,
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    keep_freed_memory()
     extra = argv[argv.index("--") + 1 :] if "--" in argv else []
     argv = argv[: argv.index("--")] if "--" in argv else argv
     parser = argparse.ArgumentParser(prog="python -m Deep_Learning_Model.cv", description=__doc__.splitlines()[0])

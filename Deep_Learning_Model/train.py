@@ -20,6 +20,7 @@ from dataclasses import replace
 
 import torch
 
+from brats_core.allocator import keep_freed_memory
 from brats_core.errors import BratsError
 from brats_core.helptext import PlainHelpFormatter, description
 from brats_core.provenance import this_machine, today
@@ -198,6 +199,7 @@ def _hardware(trainer: Trainer) -> str:
 
 def run(overrides: dict, ctx: DistContext) -> int:
     """Train with the options in ``overrides`` (parsed command line) in this process of the job ``ctx``."""
+    keep_freed_memory()
     overrides = dict(overrides)
     preset = overrides.pop("preset", None)
     resume = overrides.pop("resume", None)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+from brats_core.allocator import ENV, keep_freed_memory, libc
+
 
 def pin_cores(cores: int) -> int:
     """Restrict this process, and the OpenMP/BLAS pools created later, to its first ``cores`` CPU cores.
@@ -11,11 +13,18 @@ def pin_cores(cores: int) -> int:
     Call it before importing torch, numpy or scikit-learn. Sets ``OMP_NUM_THREADS``, ``OPENBLAS_NUM_THREADS``
     and ``MKL_NUM_THREADS`` to the number of cores, and ``OMP_WAIT_POLICY=PASSIVE`` unless set: on a shared,
     busy machine, OpenMP threads spinning while they wait for a descheduled peer make 2-thread runs several
-    times slower. Returns the number of cores actually pinned (fewer when fewer are available).
+    times slower. Also sets glibc's allocator up as the commands do (:mod:`brats_core.allocator`; off with
+    ``BRATS_MALLOC_TUNING=0``). Returns the number of cores actually pinned (fewer when fewer are available).
     """
     chosen = sorted(os.sched_getaffinity(0))[:cores]
     os.sched_setaffinity(0, chosen)
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = str(len(chosen))
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    keep_freed_memory()
     return len(chosen)
+
+
+def malloc_tuning() -> bool:
+    """Whether :func:`pin_cores` fixed glibc's mmap and trim thresholds (reported in the JSON line)."""
+    return os.environ.get(ENV, "1").strip() != "0" and libc() is not None

@@ -29,7 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import pin_cores
+from _common import malloc_tuning, pin_cores
 
 BUDGET_S = 5.0
 
@@ -204,6 +204,7 @@ def _run(args: argparse.Namespace, cores: int, work: Path) -> dict:
         "original_precision": "fp32, batch 1",
         "original_model": "the same network and weights as ours",
         "omp_wait_policy": os.environ["OMP_WAIT_POLICY"],
+        "malloc_tuning": malloc_tuning(),
         "load_average_1min": round(os.getloadavg()[0], 2),
         "torch": torch.__version__,
     }

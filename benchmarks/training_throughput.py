@@ -21,7 +21,7 @@ import json
 import os
 import time
 
-from _common import pin_cores
+from _common import malloc_tuning, pin_cores
 
 from brats_app.registry import models_of
 
@@ -113,6 +113,7 @@ def run(args: argparse.Namespace, cores: int) -> dict:
         "cores": cores,
         "threads": torch.get_num_threads(),
         "load_average_1min": round(os.getloadavg()[0], 2),
+        "malloc_tuning": malloc_tuning(),
         "base_width": args.base_width,
         "size": args.size,
         "batch_size": args.batch_size,

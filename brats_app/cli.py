@@ -7,6 +7,7 @@ import os
 import sys
 
 from brats_app.registry import families, resolve
+from brats_core.allocator import keep_freed_memory
 from brats_core.errors import BratsError
 
 #: subcommand -> ("module:function", help). Each function takes the remaining argv list.
@@ -41,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     if name not in COMMANDS:
         print(f"brats: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
         return 2
+    if name != "serve":  # a server keeps glibc's thresholds (sspp_unet_api/app/memory.py)
+        keep_freed_memory()
     func = resolve(COMMANDS[name][0])
     try:
         return int(func(rest) or 0)
