@@ -49,7 +49,7 @@ cv)
   if [ ! -s "$WORK/epochs" ]; then
     # shellcheck disable=SC2086
     $PY -m Deep_Learning_Model.gpu_plan "$WORK/bench.json" --minutes "$left" --parallel "$PARALLEL" \
-      ${PLAN_ARGS:-} >"$WORK/epochs.tmp"
+      --from-cache "$cache" --out "$WORK/cv" ${PLAN_ARGS:-} >"$WORK/epochs.tmp"
     mv "$WORK/epochs.tmp" "$WORK/epochs"
   fi
   echo "training $(cat "$WORK/epochs") epochs per run, $left minutes in this call"
