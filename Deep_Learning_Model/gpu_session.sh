@@ -12,7 +12,8 @@
 # MINUTES are over (the plan fits the trainings into the first call's time; the next call predicts), and then
 # writes to $OUT what scoring needs here: cv.tgz (logs, summaries, out-of-fold label maps; no weights) and the
 # final exports in parts below 16 MiB (unet.pt.part00, ...). Extra options: BENCH_ARGS (training_gpu.py),
-# PLAN_ARGS (gpu_plan), CV_OPTIONS (cv all) and CV_ARGS (train.py, after cv all's --).
+# PLAN_ARGS (gpu_plan, which counts each run's steps in the CV's splits: with --splits in CV_OPTIONS, give it
+# the same --splits), CV_OPTIONS (cv all) and CV_ARGS (train.py, after cv all's --).
 set -euo pipefail
 WORK=${WORK:-/tmp/brats_gpu}
 CARRIED=${CARRIED:-.gpu}
