@@ -93,9 +93,13 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     try:
         steps = run_steps(args.from_cache, args.splits or write_splits(args.out), args.steps, args.batch)
-        epochs, fewest, figures = plan_epochs(bench, args.minutes, args.parallel, steps, args.batch, args.min_slices)
     except (OSError, BratsError) as exc:
         print(f"gpu_plan: error: {exc}", file=sys.stderr)
+        return 1
+    try:
+        epochs, fewest, figures = plan_epochs(bench, args.minutes, args.parallel, steps, args.batch, args.min_slices)
+    except BratsError as exc:
+        print(f"gpu_plan: error: {args.bench}: {exc}", file=sys.stderr)
         return 1
     print(f"gpu_plan: {json.dumps(figures)}: {epochs} epochs of at most {args.steps} x {args.batch} fit; "
           f"{fewest} give every run {args.min_slices} slices", file=sys.stderr)
