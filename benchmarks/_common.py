@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import os
 
-from brats_core.allocator import ENV, keep_freed_memory, libc
+from brats_core.allocator import keep_freed_memory
+
+#: What :func:`pin_cores` got from :func:`keep_freed_memory` (reported in the JSON lines).
+_malloc_tuned = False
 
 
 def pin_cores(cores: int) -> int:
@@ -21,10 +24,11 @@ def pin_cores(cores: int) -> int:
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = str(len(chosen))
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    keep_freed_memory()
+    global _malloc_tuned
+    _malloc_tuned = keep_freed_memory()
     return len(chosen)
 
 
 def malloc_tuning() -> bool:
     """Whether :func:`pin_cores` fixed glibc's mmap and trim thresholds (reported in the JSON line)."""
-    return os.environ.get(ENV, "1").strip() != "0" and libc() is not None
+    return _malloc_tuned

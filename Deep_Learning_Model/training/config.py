@@ -244,7 +244,8 @@ PRESETS: dict[str, dict] = {
     # The recipe for the 27-case cross-validation on a lent GPU (Deep_Learning_Model/README.md, "Training on a
     # lent GPU"): region head, stronger intensity augmentation, training set resident on the device, batch 32,
     # longer training (up to 60 epochs of at most 100 steps; a lent GPU trains the epochs Deep_Learning_Model.gpu_plan
-    # finds to fit its call, at least the shipped models' 65,280 slices per run). Every change is a candidate to keep only if the CV shows it helps (the ablation rows).
+    # finds to fit its call, at least the shipped models' 65,280 slices per run). Every change is a candidate to
+    # keep only if the CV shows it helps (the ablation rows).
     "cv27": {"head": "regions", "augment": STRONG_AUGMENT, "resident": True, "batch_size": 32, "epochs": 60,
              "max_steps_per_epoch": 100, "warmup_epochs": 2.0, "oversample": 0.33, "workers": 0, "val_every": 5},
 }
