@@ -1,6 +1,7 @@
 """Cross-validation of a deep model from the slice cache alone, in time-boxed calls that resume.
 
     python -m Deep_Learning_Model.cv train --from-cache C --model unet --out runs/cv --time-limit 9 [-- --head softmax]
+    python -m Deep_Learning_Model.cv predict --from-cache C --model sspp --out runs/cv --folds 1 2
     python -m Deep_Learning_Model.cv score --from-cache C --model unet --out runs/cv      # also: --model fusion
     python -m Deep_Learning_Model.cv score --from-cache C --model fusion --out runs/seeds --members A/unet B/unet
     python -m Deep_Learning_Model.cv final --from-cache C --model unet --out runs/cv --time-limit 9
@@ -14,6 +15,9 @@ default ``splits/brats_dev.json``, seed 0: validation cases from the training fo
 - ``train`` trains the folds in order into ``<out>/<model>/fold_<k>``: a finished fold is skipped, a started one
   resumed (``last.pt``), and every run stops at the epoch boundary that fits ``--time-limit`` minutes (all folds
   together); call it again to go on. Options after ``--`` go to ``train.py`` (e.g. ablations ``--head softmax``).
+- ``predict`` writes the out-of-fold predictions of ``--folds`` (default all; each must be trained) without
+  scoring them: a fold's small prediction files can be kept as soon as it is trained, and its weights dropped
+  (a CV spread over machines or sessions that keep nothing else); ``score`` scores them later as they are.
 - ``score`` predicts each finished fold's test cases from the cache (the served predictor: restore to the
   original grid, thresholds, TTA with ``--tta``) into ``<out>/<model>/oof``, scores them with the shared harness
   and tunes the post-processing on them (:mod:`Deep_Learning_Model.cv_oof`); predictions already there are
@@ -242,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     extra = argv[argv.index("--") + 1 :] if "--" in argv else []
     argv = argv[: argv.index("--")] if "--" in argv else argv
     parser = argparse.ArgumentParser(prog="python -m Deep_Learning_Model.cv", description=__doc__.splitlines()[0])
-    parser.add_argument("command", choices=("train", "score", "final", "all"))
+    parser.add_argument("command", choices=("train", "predict", "score", "final", "all"))
     parser.add_argument("--from-cache", required=True, type=Path, help="slice cache folder (<root>/<key>)")
     parser.add_argument("--model", choices=CV_MODELS, help="required except with all")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "results" / "runs" / "cv")
@@ -251,8 +255,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--split", type=Path, default=DEFAULT_SPLIT, help="split whose 5 folds are the CV "
                         "(default splits/brats_dev.json); written as <out>/splits/fold_<k>.json and all.json")
     parser.add_argument("--splits", type=Path, help="a folder of fold_<k>.json and all.json to use instead")
-    parser.add_argument("--folds", type=int, nargs="*", help="train: which folds (default all)")
-    parser.add_argument("--tta", action="store_true", help="score: test-time flips")
+    parser.add_argument("--folds", type=int, nargs="*", help="train, predict: which folds (default all)")
+    parser.add_argument("--tta", action="store_true", help="predict, score: test-time flips")
     parser.add_argument("--no-predict", action="store_true", help="score: only the predictions already written")
     parser.add_argument("--members", type=Path, nargs="+", metavar="DIR", help="score --model fusion: fuse these "
                         "model folders (each holding fold_<k>/export.pt) instead of <out>/unet and <out>/sspp")
@@ -263,8 +267,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.model is None and args.command != "all":
         parser.error(f"{args.command} needs --model")
-    if args.members and (args.command != "score" or args.model != "fusion" or args.no_predict):
-        parser.error("--members goes with score --model fusion (predicting)")
+    if args.members and (args.command not in ("score", "predict") or args.model != "fusion" or args.no_predict):
+        parser.error("--members goes with score --model fusion (predicting) or predict --model fusion")
     options = {"from_cache": str(args.from_cache), "preset": args.preset,
                **vars(train_script.build_parser().parse_args(extra))}
     if args.device:
@@ -275,6 +279,11 @@ def main(argv: list[str] | None = None) -> int:
             status = run_all(args.out, args.from_cache, options, args.time_limit, args.splits, args.device,
                              args.jobs, args.parallel, not args.no_score)
             print(f"cv all: {status}")
+            return 0
+        if args.command == "predict":
+            folder = predict_folds(args.model, args.out, args.from_cache, args.splits, args.tta, args.device,
+                                   args.members, args.folds)
+            print(f"cv predict {args.model}: {len(list(folder.glob('*.npz')))} out-of-fold predictions in {folder}")
             return 0
         if args.command == "score":
             if args.no_predict:

@@ -101,14 +101,22 @@ def _segmenter(folders: list[Path], k: int, cases: list[str], tta: bool, device:
 
 
 def predict_folds(model: str, out: Path, cache: Path, splits: Path, tta: bool = False,
-                  device: str | None = None, members: list[Path] | None = None) -> Path:
-    """Write the out-of-fold label map of every test case not written yet; returns the folder. Every export
-    must not have seen its fold's test cases (BratsError naming them)."""
+                  device: str | None = None, members: list[Path] | None = None,
+                  folds: list[int] | None = None) -> Path:
+    """Write the out-of-fold label map of every test case not written yet (of ``folds`` only, when given: a
+    fold can be predicted as soon as it is trained); returns the folder. Every export must not have seen its
+    fold's test cases (BratsError naming them)."""
     folders = member_folders(model, out, members)
     _check_members(model, out, members)
     folder = oof_dir(out, model, tta)
     folder.mkdir(parents=True, exist_ok=True)
+    known = fold_numbers(splits)
+    unknown = sorted(set(folds or ()) - set(known))
+    if unknown:
+        raise BratsError(f"{splits}: no fold {', '.join(map(str, unknown))} (folds {', '.join(map(str, known))})")
     for k, cases in _fold_cases(splits):
+        if folds and k not in folds:
+            continue
         todo = [c for c in cases if not (folder / f"{c}.npz").is_file()]
         if not todo:
             continue

@@ -134,6 +134,31 @@ def test_cv_all_trains_in_parallel_predicts_then_scores_elsewhere_and_then_does_
     assert (here / "sspp/final/export.pt").stat().st_mtime_ns == stamp
 
 
+def test_a_fold_predicted_once_trained_needs_no_weights_later(cv_setup, tmp_path, capsys):
+    """``predict --folds 1`` keeps fold 1's out-of-fold label maps as soon as it is trained; with its weights
+    gone (a session that keeps only those small files) fold 2 trains and ``score`` predicts only fold 2."""
+    cache, splits = cv_setup
+    common = ["--from-cache", str(cache), "--model", "unet", "--out", str(tmp_path), "--splits", str(splits)]
+    assert cv(["train", *common, "--folds", "1", *TINY]) == 0
+    assert cv(["predict", *common, "--folds", "1", "--device", "cpu"]) == 0
+    fold_1 = sorted(load_split(splits / "fold_1.json")["test"])
+    assert sorted(p.stem for p in (tmp_path / "unet/oof").glob("*.npz")) == fold_1
+    assert "2 out-of-fold predictions" in capsys.readouterr().out
+    assert cv(["predict", *common, "--folds", "2", "--device", "cpu"]) == 1
+    assert "fold 2 is not trained yet" in capsys.readouterr().err
+    assert cv(["predict", *common, "--folds", "3"]) == 1
+    assert f"{splits}: no fold 3 (folds 1, 2)" in capsys.readouterr().err
+    stamps = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "unet/oof").glob("*.npz")}
+    for weights in (tmp_path / "unet/fold_1").glob("*.pt"):
+        weights.unlink()
+    assert cv(["train", *common, *TINY]) == 0  # fold 1 counts as trained by its summary
+    assert "folds finished [1, 2] of [1, 2]" in capsys.readouterr().out
+    assert cv(["score", *common, "--device", "cpu"]) == 0
+    assert json.loads((tmp_path / "unet/cv/summary.json").read_text())["n_cases"] == 4
+    assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "unet/oof").glob("*.npz") if p.name in stamps} == \
+        stamps  # fold 1's predictions were scored as they were
+
+
 def test_cv_errors_name_the_problem(cv_setup, tmp_path, capsys):
     cache, splits = cv_setup
     assert cv(["score", "--from-cache", str(cache), "--model", "sspp", "--out", str(tmp_path), "--splits",
