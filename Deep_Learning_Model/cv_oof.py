@@ -106,14 +106,14 @@ def predict_folds(model: str, out: Path, cache: Path, splits: Path, tta: bool = 
     """Write the out-of-fold label map of every test case not written yet (of ``folds`` only, when given: a
     fold can be predicted as soon as it is trained); returns the folder. Every export must not have seen its
     fold's test cases (BratsError naming them)."""
+    known = fold_numbers(splits)
+    unknown = sorted(set(folds or ()) - set(known))
+    if unknown:  # refused before anything is written
+        raise BratsError(f"{splits}: no fold {', '.join(map(str, unknown))} (folds {', '.join(map(str, known))})")
     folders = member_folders(model, out, members)
     _check_members(model, out, members)
     folder = oof_dir(out, model, tta)
     folder.mkdir(parents=True, exist_ok=True)
-    known = fold_numbers(splits)
-    unknown = sorted(set(folds or ()) - set(known))
-    if unknown:
-        raise BratsError(f"{splits}: no fold {', '.join(map(str, unknown))} (folds {', '.join(map(str, known))})")
     for k, cases in _fold_cases(splits):
         if folds and k not in folds:
             continue

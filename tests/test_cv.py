@@ -148,6 +148,8 @@ def test_a_fold_predicted_once_trained_needs_no_weights_later(cv_setup, tmp_path
     assert "fold 2 is not trained yet" in capsys.readouterr().err
     assert cv(["predict", *common, "--folds", "3"]) == 1
     assert f"{splits}: no fold 3 (folds 1, 2)" in capsys.readouterr().err
+    assert cv(["predict", *common[:2], "--model", "fusion", *common[4:], "--folds", "3"]) == 1
+    assert "no fold 3" in capsys.readouterr().err and not (tmp_path / "fusion").exists()  # nothing written
     stamps = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "unet/oof").glob("*.npz")}
     for weights in (tmp_path / "unet/fold_1").glob("*.pt"):
         weights.unlink()
