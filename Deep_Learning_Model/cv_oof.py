@@ -6,7 +6,9 @@ slice cache exactly as the served predictor would (restore to the original grid,
 seconds it took): small files that travel back. ``score_predictions`` (anywhere with the same cache) scores them
 with the shared harness (:func:`brats_core.evaluation.evaluate_case`: 3D per case, WT/TC/ET Dice and HD95,
 against the cached native-resolution labels), tunes the post-processing on them and writes the reports into
-``<out>/<model>/cv[_tta]``; a final model already trained gets that CV recorded in its export.
+``<out>/<model>/cv[_tta]`` (``postprocessed/``: with the setting tuned on all cases, which a final model ships;
+``postprocessed_nested/``: each fold with the setting tuned on the other folds' cases, the unflattered
+figure); a final model already trained gets that CV recorded in its export.
 """
 
 from __future__ import annotations
@@ -161,14 +163,18 @@ def score_predictions(model: str, out: Path, cache: Path, splits: Path, tta: boo
     """Score the out-of-fold label maps (``jobs`` processes compute the metrics), tune the post-processing on
     them, write the reports; record the CV in ``<out>/<model>/final/export.pt`` when it exists (without flips)."""
     oof = _load_oof(model, out, cache, splits, tta)
-    config, report = tune_postprocess([(p, r, s) for p, r, s, _, _ in oof])
+    config, report = tune_postprocess([(p, r, s) for p, r, s, _, _ in oof], folds=[e["fold"] for *_, e in oof])
     post = [(apply_postprocess(p, s, config), r, s, i, {}) for p, r, s, i, _ in oof]
+    nested = {int(k): PostprocessConfig.from_dict(v) for k, v in report["nested"]["chosen"].items()}
+    fair = [(apply_postprocess(p, s, nested[e["fold"]]), r, s, i, {"fold": e["fold"]}) for p, r, s, i, e in oof]
     with ProcessPoolExecutor(max(jobs, 1)) as pool:
-        rows, with_post = list(pool.map(_evaluate, oof)), list(pool.map(_evaluate, post))
+        rows, with_post, with_fair = (list(pool.map(_evaluate, items)) for items in (oof, post, fair))
     target = cv_dir(out, model, tta)
     folds = len(fold_numbers(splits))
     summary = write_reports(rows, target, title=f"{model}: {folds}-fold CV, {len(rows)} out-of-fold cases (cache)")
     post = write_reports(with_post, target / "postprocessed", title=f"{model}: CV with tuned post-processing")
+    write_reports(with_fair, target / "postprocessed_nested",
+                  title=f"{model}: CV with the post-processing tuned on the other folds' cases (nested)")
     (target / "postprocess.json").write_text(json.dumps(plain_data(report, "tuning report"), indent=1) + "\n")
     final = out / model / "final" / "export.pt"
     if not tta and final.is_file():

@@ -78,6 +78,10 @@ def test_cv_trains_in_resumable_calls_scores_out_of_fold_and_trains_the_final_mo
     assert len(per_case) == 5 and per_case[0].startswith("case_id,WT_dice")
     tuning = json.loads((tmp_path / "unet/cv/postprocess.json").read_text())
     assert tuning["cases"] == 4 and tuning["mean_dice_best"] >= tuning["mean_dice_without"]
+    assert set(tuning["nested"]["chosen"]) == {"1", "2"}  # each fold's setting from the other fold's cases
+    assert tuning["nested"]["mean_dice"] <= tuning["mean_dice_best"]
+    nested = (tmp_path / "unet/cv/postprocessed_nested/per_case.csv").read_text().splitlines()
+    assert len(nested) == 5 and "nested" in (tmp_path / "unet/cv/postprocessed_nested/summary.md").read_text()
 
     assert cv(["final", *common, *TINY]) == 0
     assert "finished" in capsys.readouterr().out

@@ -114,6 +114,34 @@ def test_tuner_prefers_no_change_on_ties_and_refuses_bad_input():
         tune_postprocess([(ref[:-1], ref, SPACING)])
 
 
+def test_nested_tuning_chooses_each_folds_setting_from_the_other_folds_only():
+    """Fold 1's predictions carry a false 40 mm³ blob, fold 2's are perfect: tuned on all cases the blob filter
+    wins and scores 1.0, but fold 1 tuned on fold 2 alone has no reason to filter, so the nested mean (each
+    case under its own fold's choice, as the harness scores it) is lower: the honest figure."""
+    ref = _tumour()
+    blob = ref.copy()
+    blob[1:3, 1:3, 15:20] = 2  # 20 voxels = 40 mm³, away from the tumour
+    cases = [(blob, ref, SPACING), (blob, ref, SPACING), (ref, ref, SPACING), (ref, ref, SPACING)]
+    folds = [1, 1, 2, 2]
+    config, report = tune_postprocess(cases, component_grid=(0, 50), et_grid=(0,), folds=folds)
+    assert config.min_component_mm3 == 50 and report["mean_dice_best"] == pytest.approx(1.0)
+    nested = report["nested"]
+    assert nested["chosen"]["1"]["min_component_mm3"] == 0  # fold 2 alone: a tie, so no change
+    assert nested["chosen"]["2"]["min_component_mm3"] == 50
+    for fold in (1, 2):  # each fold's choice is what tuning on the other fold's cases alone gives
+        others = [c for c, f in zip(cases, folds, strict=True) if f != fold]
+        assert nested["chosen"][str(fold)] == tune_postprocess(others, component_grid=(0, 50), et_grid=(0,))[0].to_dict()
+    rows = [evaluate_case(apply_postprocess(p, s, PostprocessConfig.from_dict(nested["chosen"][str(f)])), r, s)
+            for (p, r, s), f in zip(cases, folds, strict=True)]
+    expected = np.mean([np.mean([row[f"{k}_dice"] for k in REGIONS]) for row in rows])
+    assert nested["mean_dice"] == pytest.approx(expected) and nested["mean_dice"] < report["mean_dice_best"]
+    assert "nested" not in tune_postprocess(cases, component_grid=(0, 50), et_grid=(0,))[1]
+    with pytest.raises(BratsError, match="3 fold numbers for 4 cases"):
+        tune_postprocess(cases, folds=[1, 1, 2])
+    with pytest.raises(BratsError, match="at least two folds"):
+        tune_postprocess(cases, folds=[1, 1, 1, 1])
+
+
 @pytest.mark.parametrize(("data", "message"), [
     ({"thresholds": [0.5, 0.5]}, "thresholds"), ({"thresholds": [0.5, 1.0, 0.5]}, "thresholds"),
     ({"min_component_mm3": -1}, ">= 0"), ({"et_volume": 10}, "unknown post-processing fields"),
