@@ -137,10 +137,11 @@ def _case_scores(pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float],
 
 
 def _choose(scores: np.ndarray, component_grid: Sequence[float], et_grid: Sequence[float],
-            thresholds: Sequence[float]) -> PostprocessConfig:
-    """The config of the best mean Dice in ``scores`` (component x ET grid); ties go to the smallest volumes."""
+            thresholds: Sequence[float]) -> tuple[PostprocessConfig, tuple[int, int]]:
+    """The config of the best mean Dice in ``scores`` (component x ET grid) and its grid cell; ties go to the
+    smallest volumes."""
     i, j = np.unravel_index(int(np.argmax(scores)), scores.shape)  # first maximum: smallest volumes
-    return PostprocessConfig(tuple(thresholds), float(component_grid[i]), float(et_grid[j]))
+    return PostprocessConfig(tuple(thresholds), float(component_grid[i]), float(et_grid[j])), (int(i), int(j))
 
 
 def tune_postprocess(
@@ -165,32 +166,30 @@ def tune_postprocess(
     for n, (pred, ref, _) in enumerate(cases):
         if np.shape(pred) != np.shape(ref):
             raise BratsError(f"out-of-fold case {n}: prediction shape {np.shape(pred)} != reference {np.shape(ref)}")
+    if folds is not None and len(folds) != len(cases):  # checked before the costly scoring
+        raise BratsError(f"nested tuning: {len(folds)} fold numbers for {len(cases)} cases")
+    if folds is not None and len(set(folds)) < 2:
+        raise BratsError("nested tuning needs the cases of at least two folds")
     per_case = np.stack([_case_scores(p, r, s, component_grid, et_grid) for p, r, s in cases])
     scores = per_case.mean(axis=0)
-    config = _choose(scores, component_grid, et_grid, thresholds)
+    config, best = _choose(scores, component_grid, et_grid, thresholds)
     off = 0 in component_grid and 0 in et_grid
     none = float(scores[list(component_grid).index(0), list(et_grid).index(0)]) if off else None
-    best = float(scores[list(component_grid).index(config.min_component_mm3), list(et_grid).index(config.et_min_mm3)])
     report = {"component_grid_mm3": list(map(float, component_grid)), "et_grid_mm3": list(map(float, et_grid)),
               "mean_dice": scores.tolist(), "mean_dice_without": none,
-              "mean_dice_best": best, "cases": len(cases), "chosen": config.to_dict()}  # fmt: skip
+              "mean_dice_best": float(scores[best]), "cases": len(cases), "chosen": config.to_dict()}  # fmt: skip
     if folds is not None:
-        report["nested"] = _nested(per_case, list(folds), component_grid, et_grid, thresholds)
+        report["nested"] = _nested(per_case, np.asarray(folds), component_grid, et_grid, thresholds)
     return config, report
 
 
-def _nested(per_case: np.ndarray, folds: list[int], component_grid: Sequence[float], et_grid: Sequence[float],
+def _nested(per_case: np.ndarray, folds: np.ndarray, component_grid: Sequence[float], et_grid: Sequence[float],
             thresholds: Sequence[float]) -> dict:
     """Each fold's pair tuned on the other folds' cases, and the mean Dice of every case under its fold's pair."""
-    if len(folds) != len(per_case):
-        raise BratsError(f"nested tuning: {len(folds)} fold numbers for {len(per_case)} cases")
-    if len(set(folds)) < 2:
-        raise BratsError("nested tuning needs the cases of at least two folds")
     chosen, case_dice = {}, np.empty(len(folds))
-    for fold in sorted(set(folds)):
-        mine = np.array([f == fold for f in folds])
-        config = _choose(per_case[~mine].mean(axis=0), component_grid, et_grid, thresholds)
+    for fold in np.unique(folds):
+        mine = folds == fold
+        config, cell = _choose(per_case[~mine].mean(axis=0), component_grid, et_grid, thresholds)
         chosen[str(fold)] = config.to_dict()
-        i, j = list(component_grid).index(config.min_component_mm3), list(et_grid).index(config.et_min_mm3)
-        case_dice[mine] = per_case[mine, i, j]
+        case_dice[mine] = per_case[mine][:, cell[0], cell[1]]
     return {"chosen": chosen, "mean_dice": float(case_dice.mean())}
