@@ -54,6 +54,37 @@ def test_small_et_becomes_core():
     assert small_et_to_core(labels, SPACING, min_mm3=et_mm3) is labels
 
 
+def test_only_the_largest_component_is_kept_when_asked():
+    labels = _tumour()
+    labels[1:6, 1:6, 1:6] = 2  # a 250 mm³ false component, far larger than any small-component volume
+    labels[34:36, 34:36, 17:19] = 4
+    out = remove_small_components(labels, SPACING, 0, keep_largest=True)
+    assert out.dtype == labels.dtype
+    assert not out[1:6, 1:6, 1:6].any() and not out[34:36, 34:36, 17:19].any()
+    np.testing.assert_array_equal(out[10:30, 10:30, 5:15], labels[10:30, 10:30, 5:15])
+    twins = np.zeros((20, 20, 4), np.uint8)
+    twins[1:4, 1:4, 1:3] = twins[10:13, 10:13, 1:3] = 1  # two components of equal volume both stay
+    np.testing.assert_array_equal(remove_small_components(twins, SPACING, 0, keep_largest=True), twins)
+    gone = remove_small_components(labels, SPACING, 1e6, keep_largest=True)  # the largest is small too
+    assert not gone.any()
+    config = PostprocessConfig(keep_largest_component=True)
+    np.testing.assert_array_equal(apply_postprocess(labels, SPACING, config), out)
+    assert remove_small_components(np.zeros_like(labels), SPACING, 0, keep_largest=True).sum() == 0
+
+
+def test_tuner_keeps_the_largest_component_when_a_large_false_blob_beats_the_volume_grid():
+    """A false component larger than every volume of the grid (as a CV case with a far false positive of
+    thousands of mm³): only keep-largest removes it, so the tuner chooses it, and the report says so."""
+    ref = _tumour()
+    pred = ref.copy()
+    pred[1:6, 1:6, 1:6] = 2  # 125 voxels = 250 mm³
+    config, report = tune_postprocess([(pred, ref, SPACING)], component_grid=(0, 100), et_grid=(0,))
+    assert config.keep_largest_component and config.min_component_mm3 == 0
+    assert report["mean_dice_best"] == pytest.approx(1.0) and report["mean_dice_without"] < 0.999
+    config, _ = tune_postprocess([(pred, ref, SPACING)], component_grid=(0, 100), et_grid=(0,), largest_grid=(False,))
+    assert not config.keep_largest_component
+
+
 def test_apply_postprocess_with_the_defaults_changes_nothing():
     labels = _tumour()
     assert apply_postprocess(labels, SPACING, PostprocessConfig()) is labels
@@ -81,7 +112,8 @@ def test_tuner_picks_the_volumes_that_help_out_of_fold():
     assert config.et_min_mm3 == 20  # removes 8 mm³ of false ET, keeps the 512 mm³ true ET
     assert report["mean_dice_best"] > report["mean_dice_without"]
     assert report["mean_dice_best"] == pytest.approx(1.0)
-    assert np.asarray(report["mean_dice"]).shape == (3, 3) and report["cases"] == 6
+    assert not config.keep_largest_component  # a tie with the component filter: the least change wins
+    assert np.asarray(report["mean_dice"]).shape == (2, 3, 3) and report["cases"] == 6
 
 
 def test_tuner_scores_are_the_harness_dice_of_the_postprocessed_labels():
@@ -95,12 +127,14 @@ def test_tuner_scores_are_the_harness_dice_of_the_postprocessed_labels():
         cases.append((pred.astype(np.uint8), ref, SPACING))
     grid_c, grid_e = (0, 4, 40), (0, 100, 5000)
     _, report = tune_postprocess(cases, component_grid=grid_c, et_grid=grid_e)
-    for i, c in enumerate(grid_c):
-        for j, e in enumerate(grid_e):
-            config = PostprocessConfig(min_component_mm3=c, et_min_mm3=e)
-            rows = [evaluate_case(apply_postprocess(p, s, config), r, s) for p, r, s in cases]
-            expected = np.mean([np.mean([row[f"{k}_dice"] for k in REGIONS]) for row in rows])
-            assert report["mean_dice"][i][j] == pytest.approx(expected)
+    assert report["keep_largest_grid"] == [False, True]
+    for n, largest in enumerate((False, True)):
+        for i, c in enumerate(grid_c):
+            for j, e in enumerate(grid_e):
+                config = PostprocessConfig(min_component_mm3=c, et_min_mm3=e, keep_largest_component=largest)
+                rows = [evaluate_case(apply_postprocess(p, s, config), r, s) for p, r, s in cases]
+                expected = np.mean([np.mean([row[f"{k}_dice"] for k in REGIONS]) for row in rows])
+                assert report["mean_dice"][n][i][j] == pytest.approx(expected)
 
 
 def test_tuner_prefers_no_change_on_ties_and_refuses_bad_input():
@@ -145,11 +179,14 @@ def test_nested_tuning_chooses_each_folds_setting_from_the_other_folds_only():
 @pytest.mark.parametrize(("data", "message"), [
     ({"thresholds": [0.5, 0.5]}, "thresholds"), ({"thresholds": [0.5, 1.0, 0.5]}, "thresholds"),
     ({"min_component_mm3": -1}, ">= 0"), ({"et_volume": 10}, "unknown post-processing fields"),
+    ({"keep_largest_component": "yes"}, "true or false"),
 ])  # fmt: skip
 def test_invalid_postprocess_config_raises(data, message):
     with pytest.raises(BratsError, match=message):
         PostprocessConfig.from_dict(data)
     assert PostprocessConfig.from_dict(PostprocessConfig(et_min_mm3=5).to_dict()) == PostprocessConfig(et_min_mm3=5)
+    old = {"thresholds": [0.5, 0.5, 0.5], "min_component_mm3": 4000.0, "et_min_mm3": 0.0}  # exports before the field
+    assert PostprocessConfig.from_dict(old) == PostprocessConfig(min_component_mm3=4000)
 
 
 def test_tuning_cli_on_out_of_fold_predictions_records_the_result(synthetic_root, tmp_path, capsys):
