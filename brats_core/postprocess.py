@@ -182,7 +182,7 @@ def tune_postprocess(
     ``k``, component volume ``i``, ET volume ``j``), the untouched and the best mean Dice.
 
     With ``folds`` (each case's CV fold) the report's ``nested`` also holds, for each fold, the cell tuned on
-    the other folds' cases alone (``chosen``) and the mean Dice of every case under its fold's pair
+    the other folds' cases alone (``chosen``) and the mean Dice of every case under its fold's cell
     (``mean_dice``): tuning and scoring on the same cases flatters the tuned setting, the nested figure does not.
     """
     if not cases:
