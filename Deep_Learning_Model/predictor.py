@@ -11,6 +11,7 @@ post-processing recorded in the export, if any (:mod:`brats_core.postprocess`).
 from __future__ import annotations
 
 import contextlib
+import copy
 from pathlib import Path
 
 import numpy as np
@@ -170,6 +171,15 @@ class Predictor:
             cv_scores=scores or None, train_seconds=info.get("train_seconds"),
             hardware=info.get("hardware", info.get("trained_on")), created=info.get("created"),
         )
+
+    def with_tta(self, tta: bool) -> Predictor:
+        """This predictor with test-time flips on or off: a shallow copy sharing the loaded network (no second
+        copy of the weights; the network is only read), or ``self`` when nothing changes."""
+        if tta == self.tta:
+            return self
+        flipped = copy.copy(self)
+        flipped.tta = tta
+        return flipped
 
     def predict_preprocessed(self, pre: Preprocessed) -> np.ndarray:
         """Labels (X, Y, Z) uint8 in the original geometry for an already preprocessed case."""

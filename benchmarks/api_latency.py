@@ -3,6 +3,7 @@
     python benchmarks/api_latency.py                                # 10 requests, 2 clients, 1 inference slot
     python benchmarks/api_latency.py --requests 20 --concurrency 4 --slots 2 --threads 1
     python benchmarks/api_latency.py --quick                        # 4 requests
+    python benchmarks/api_latency.py --tta                          # every request with test-time flips
 
 Starts ``uvicorn sspp_unet_api.app.main:app`` on 127.0.0.1 (CPU), uploads the bundled sample case
 (240x240x155), sends one warm-up prediction and then ``--requests`` predictions from ``--concurrency`` clients,
@@ -41,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2, help="torch/OpenMP threads of the server")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds allowed for one request")
     parser.add_argument("--quick", action="store_true", help="4 requests (for make bench --quick)")
+    parser.add_argument("--tta", action="store_true", help="every request (warm-up included) with test-time flips")
     args = parser.parse_args(argv)
     if args.quick:
         args.requests = min(args.requests, 4)
@@ -57,13 +59,14 @@ def main(argv: list[str] | None = None) -> int:
         try:
             with httpx.Client(base_url=url, timeout=args.timeout) as client:
                 upload_id = upload_sample(client)
-                warm = client.post("/predict", json={"upload_id": upload_id})
+                request = {"upload_id": upload_id, "tta": args.tta}
+                warm = client.post("/predict", json=request)
                 warm.raise_for_status()
                 print(f"warm-up: {warm.json()['total_seconds']:.2f} s server-side")
 
                 def one(_: int) -> tuple[float, dict | None]:
                     start = time.perf_counter()
-                    response = client.post("/predict", json={"upload_id": upload_id})
+                    response = client.post("/predict", json=request)
                     return time.perf_counter() - start, response.json() if response.status_code == 200 else None
 
                 start = time.perf_counter()
@@ -82,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         "requests": args.requests,
         "concurrency": args.concurrency,
         "slots": args.slots,
+        "tta": args.tta,
         "server_threads": args.threads,
         "errors": args.requests - len(latencies),
         "p50_s": round(float(np.percentile(latencies, 50)), 3) if latencies else None,

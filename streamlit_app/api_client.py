@@ -163,13 +163,17 @@ class ApiClient:
         """``GET /uploads/{upload_id}``: the cases of a live upload (HTTP 404 once it expired)."""
         return self._json("GET", f"/uploads/{quote(upload_id, safe='')}", self.timeouts.health)
 
-    def predict(self, upload_id: str, case_id: str | None = None, model: str | None = None) -> dict:
-        """``POST /predict``: segment one case of an upload; volumes, metrics (with a true mask), URLs."""
-        body: dict[str, str] = {"upload_id": upload_id}
+    def predict(self, upload_id: str, case_id: str | None = None, model: str | None = None,
+                tta: bool = False) -> dict:
+        """``POST /predict``: segment one case of an upload (``tta``: with test-time flips); volumes, metrics
+        (with a true mask), URLs."""
+        body: dict[str, str | bool] = {"upload_id": upload_id}
         if case_id is not None:
             body["case_id"] = case_id
         if model is not None:
             body["model"] = model
+        if tta:
+            body["tta"] = True
         return self._json("POST", "/predict", self.timeouts.long, json=body)
 
     def segmentation(self, prediction_id: str) -> bytes:

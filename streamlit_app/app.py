@@ -210,37 +210,40 @@ def _upload_exists(api: ApiClient, upload_id: str) -> bool:
     return True
 
 
-def _segment(api: ApiClient, upload_id: str, case_id: str, model: str | None, files) -> tuple[dict, dict | None]:
+def _segment(api: ApiClient, upload_id: str, case_id: str, model: str | None, files,
+             tta: bool) -> tuple[dict, dict | None]:
     """``POST /predict`` (in a worker thread: no Streamlit call): (result, the new upload or None).
 
     If the server no longer knows the upload (it expired), the files are uploaded again, once.
     """
     try:
-        return api.predict(upload_id, case_id, model), None
+        return api.predict(upload_id, case_id, model, tta), None
     except ApiError as exc:
         if exc.status != 404 or _upload_exists(api, upload_id):
             raise
     answer = api.upload(files)
-    return api.predict(answer["upload_id"], case_id, model), answer
+    return api.predict(answer["upload_id"], case_id, model, tta), answer
 
 
 def predict(
-    upload_id: str, case_id: str, models: list[str | None], digest: str, files: list[tuple[str, bytes]]
+    upload_id: str, case_id: str, models: list[str | None], digest: str, files: list[tuple[str, bytes]],
+    tta: bool = False,
 ) -> tuple[dict[str | None, Prediction], dict[str | None, str]]:
-    """Segment the case with each model and fetch each label map, with a progress bar: (predictions, errors)
-    by model. The bar's pace is the time the same model took last time in this session, when known."""
+    """Segment the case with each model (``tta``: with test-time flips) and fetch each label map, with a
+    progress bar: (predictions, errors) by model. The bar's pace is the time the same model took last time in
+    this session, when known."""
     api, durations = api_client(), state.setdefault("durations", {})
     progress = Progress(f"Segmenting {case_id} on the API", steps=2 * len(models))
     predictions: dict[str | None, Prediction] = {}
     errors: dict[str | None, str] = {}
     for model in models:
-        name = model_name(model) if model else "the API's model"
-        timing_key = (api.base_url, model)
+        name = (model_name(model) if model else "the API's model") + (" with flips" if tta else "")
+        timing_key = (api.base_url, model, tta)
         try:
             started = time.monotonic()
             result, renewed = progress.run(
                 f"{name}: segmenting on the API…",
-                lambda model=model, upload_id=upload_id: _segment(api, upload_id, case_id, model, files),
+                lambda model=model, upload_id=upload_id: _segment(api, upload_id, case_id, model, files, tta),
                 durations.get(timing_key),
             )
             durations[timing_key] = time.monotonic() - started
@@ -302,12 +305,12 @@ def main() -> None:
     local_id = case_id if case_id in local_ids else None  # both sides unpack alike: the same case ids
     view = load_view(local, local_id) if local is not None and local_id is not None else None
 
-    models = chosen_models()
-    keys = {model: (*api_identity(), digest, case_id, model) for model in models}
+    models, tta = chosen_models(), bool(state.get("tta", False))
+    keys = {model: (*api_identity(), digest, case_id, model, tta) for model in models}
     predictions, errors = state.setdefault("predictions", {}), state.setdefault("predict_errors", {})
     if answer is not None and st.button("Run the segmentation", type="primary", key="run"):
         todo = [m for m in models if keys[m] not in predictions] or models  # all again when all are there
-        done, failed = predict(answer["upload_id"], case_id, todo, digest, files)
+        done, failed = predict(answer["upload_id"], case_id, todo, digest, files, tta)
         for model in todo:
             errors[keys[model]] = failed.get(model)
             if model in done:

@@ -22,7 +22,7 @@ from PIL import Image
 from support import Oracle, case_paths, case_zip
 
 from brats_app.registry import default_checkpoint
-from brats_core.cases import Case, CaseFiles, find_cases
+from brats_core.cases import Case, CaseFiles, find_cases, load_case
 from brats_core.config import REGIONS, REPO_ROOT
 from brats_core.errors import BratsError, CheckpointError
 from brats_core.figures import LABEL_COLOURS
@@ -207,6 +207,44 @@ def test_model_field_picks_an_allowed_model(
         for model in ("naive", "no-such-model"):
             refused = client.post("/predict", json={"upload_id": upload_id, "model": model})
             assert refused.status_code == 422 and "not served" in refused.json()["detail"]
+
+
+def test_tta_runs_the_served_network_with_test_time_flips(
+    client: TestClient, anisotropic_case: CaseFiles, tmp_path: Path
+) -> None:
+    """``tta`` (JSON or one-shot form field) predicts with the flips (same network, no second copy of its
+    weights), says so in the response and the stored record; a bad value is a 422 that keeps nothing."""
+    from Deep_Learning_Model.predictor import Predictor
+
+    service = client.app.state.service
+    plain = service.model("sspp")
+    flipped = service.model("sspp", tta=True)
+    assert isinstance(flipped, Predictor) and flipped.tta and not plain.tta and flipped.model is plain.model
+    upload_id = upload(client, anisotropic_case)["upload_id"]
+    body = client.post("/predict", json={"upload_id": upload_id, "tta": True}).json()
+    assert body["tta"] is True and client.get(f"/predictions/{body['prediction_id']}").json()["tta"] is True
+    expected = flipped.predict(load_case(anisotropic_case))
+    labels = np.asanyarray(load_nifti_bytes(client.get(body["urls"]["segmentation"]).content, tmp_path).dataobj)
+    np.testing.assert_array_equal(labels, expected)
+    assert client.post("/predict", json={"upload_id": upload_id}).json()["tta"] is False
+    one_shot = client.post("/predict", files=multipart(case_paths(anisotropic_case)), data={"tta": "true"})
+    assert one_shot.status_code == 200 and one_shot.json()["tta"] is True
+    root = client.app.state.storage.root
+    kept = sorted(root.iterdir())
+    refused = client.post("/predict", files=multipart(case_paths(anisotropic_case)), data={"tta": "maybe"})
+    assert refused.status_code == 422 and "tta" in refused.text
+    assert sorted(root.iterdir()) == kept  # the one-shot upload of the refused request is gone
+    assert client.post("/predict", json={"upload_id": upload_id, "tta": "maybe"}).status_code == 422
+
+
+def test_tta_is_refused_for_a_model_without_flips(
+    tmp_path: Path, random_export: Path, anisotropic_case: CaseFiles
+) -> None:
+    with oracle_client(tmp_path, random_export) as client:  # the oracle, like the naive model, has no flips
+        upload_id = upload(client, anisotropic_case)["upload_id"]
+        refused = client.post("/predict", json={"upload_id": upload_id, "tta": True})
+        assert refused.status_code == 422 and "no test-time flips" in refused.json()["detail"]
+        assert client.post("/predict", json={"upload_id": upload_id}).status_code == 200
 
 
 def test_models_with_pickled_checkpoints_are_never_served(tmp_path: Path, random_export: Path) -> None:

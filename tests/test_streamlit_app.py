@@ -405,6 +405,28 @@ def test_app_compares_the_served_models_side_by_side(two_model_api, monkeypatch)
     assert at.table[2].value.columns.tolist() == ["Dice", "HD95 (mm)"]
 
 
+def test_app_sends_test_time_flips_when_switched_on(two_model_api, monkeypatch):
+    """The sidebar's flips switch goes with the request; a flipped prediction is a new one (not the cached
+    plain one), and a model without flips answers with a readable error."""
+    url, app = two_model_api
+    at = _app(url, monkeypatch)
+    at.sidebar.multiselect(key="models").set_value(["unet"]).run()
+    at.button(key="take_sample").click().run()
+    at.button(key="run").click().run()
+    assert not at.exception and not _errors(at)
+    predicts = app.requests[("POST", "/predict")]
+    at.sidebar.toggle(key="tta").set_value(True).run()
+    at.button(key="run").click().run()
+    assert not at.exception and not _errors(at)
+    assert app.requests[("POST", "/predict")] == predicts + 1
+    assert at.status[0].label.startswith("Segmented synth_ui")
+    assert any("with flips" in (p.proto.text or "") for p in at.progress)
+    at.sidebar.multiselect(key="models").set_value(["sspp"]).run()  # the fake segmenter has no flips
+    at.button(key="run").click().run()
+    assert not at.exception
+    assert any("no test-time flips" in e for e in _errors(at))
+
+
 def test_app_reports_the_api_down(monkeypatch):
     at = _app(f"http://127.0.0.1:{free_port()}", monkeypatch)
     assert "Cannot reach the API" in at.sidebar.error[0].value

@@ -72,13 +72,19 @@ class InferenceService:
         path = path or self.settings.checkpoint(self.settings.model)
         return Path(path).name if path else None
 
-    def model(self, name: str) -> Segmenter:
-        """The loaded segmenter ``name``."""
+    def model(self, name: str, tta: bool = False) -> Segmenter:
+        """The loaded segmenter ``name``; with ``tta``, the same network predicting with test-time flips."""
         if name not in self._models:
             raise BratsError(
                 f"model {name[:64]!r} is not served here; choose one of {', '.join(self.settings.allowed_models)}"
             )
-        return self._models[name]
+        segmenter = self._models[name]
+        if not tta:
+            return segmenter
+        with_tta = getattr(segmenter, "with_tta", None)
+        if with_tta is None:
+            raise BratsError(f"model {name!r} has no test-time flips; send tta false or pick a deep model")
+        return with_tta(True)
 
     def _load(self, name: str) -> None:
         path = self.settings.checkpoint(name)

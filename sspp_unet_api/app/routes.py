@@ -178,6 +178,7 @@ _PREDICT_BODY = {
                         "files": {**_FILES_SCHEMA, "description": "one-shot: the NIfTI files (or a .zip) of one case"},
                         "case_id": {"type": "string"},
                         "model": {"type": "string"},
+                        "tta": {"type": "boolean", "default": False},
                     },
                 }
             },
@@ -209,11 +210,15 @@ async def _predict_request(request: Request) -> tuple[PredictRequest, bool]:
             raise RequestValidationError(exc.errors(include_url=False, include_context=False)) from None
     if content_type == "multipart/form-data":
         record, fields = await _create_upload(request, max_fields=8)
-        body = PredictRequest(upload_id=record["upload_id"], case_id=fields.get("case_id") or None,
-                              model=fields.get("model") or None)
+        try:
+            body = PredictRequest(upload_id=record["upload_id"], case_id=fields.get("case_id") or None,
+                                  model=fields.get("model") or None, tta=fields.get("tta") or False)
+        except ValidationError as exc:
+            _storage(request).discard(record["upload_id"])  # the client never learnt this upload's id
+            raise RequestValidationError(exc.errors(include_url=False, include_context=False)) from None
         return body, True
-    raise HTTPException(415, "send JSON {\"upload_id\": ..., \"case_id\": ..., \"model\": ...} or multipart "
-                             "'files' of one case")
+    raise HTTPException(415, "send JSON {\"upload_id\": ..., \"case_id\": ..., \"model\": ..., \"tta\": ...} or "
+                             "multipart 'files' of one case")
 
 
 def _prediction_response(request: Request, record: dict, expires_at: float) -> PredictionResponse:
@@ -246,14 +251,14 @@ async def predict(request: Request) -> PredictionResponse:
 async def _predict(request: Request, body: PredictRequest) -> PredictionResponse:
     settings, storage, service = _settings(request), _storage(request), _service(request)
     model = body.model or settings.model
-    segmenter = service.model(model)
+    segmenter = service.model(model, body.tta)
     pending = storage.begin_prediction(body.upload_id, body.case_id)
     try:
         result = await service.run(predict_case, segmenter, pending.files, pending.segmentation)
     except BaseException:
         storage.abandon_prediction(pending)
         raise
-    record, expires_at = storage.commit_prediction(pending, {"model": model, "device": service.device, **result})
+    record, expires_at = storage.commit_prediction(pending, {"model": model, "tta": body.tta, "device": service.device, **result})
     return _prediction_response(request, record, expires_at)
 
 
