@@ -258,7 +258,8 @@ async def _predict(request: Request, body: PredictRequest) -> PredictionResponse
     except BaseException:
         storage.abandon_prediction(pending)
         raise
-    record, expires_at = storage.commit_prediction(pending, {"model": model, "tta": body.tta, "device": service.device, **result})
+    record, expires_at = storage.commit_prediction(
+        pending, {"model": model, "tta": body.tta, "device": service.device, **result})
     return _prediction_response(request, record, expires_at)
 
 
