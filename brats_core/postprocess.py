@@ -143,14 +143,18 @@ def _case_scores(pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float], gr
     volumes = sizes * voxel
     ref_regions = labels_to_regions(ref)
     out = np.empty((len(largest_grid), len(component_grid), len(et_grid)))
+    scored: dict[bytes, tuple[float, ...]] = {}  # many cells drop the same components: score each set once
     for k, largest in enumerate(largest_grid):
         for i, min_component in enumerate(component_grid):
-            kept = labels_to_regions(np.where(_dropped(volumes, min_component, largest)[components], 0, pred))
-            wt = dice(kept[0], ref_regions[0])
-            tc = dice(kept[1], ref_regions[1])  # ET -> NCR keeps TC and WT as they are
-            et_mask = kept[2]
-            et_kept, et_core = dice(et_mask, ref_regions[2]), dice(np.zeros_like(et_mask), ref_regions[2])
-            et_volume = np.count_nonzero(et_mask) * voxel
+            drop = _dropped(volumes, min_component, largest)
+            if drop.tobytes() not in scored:
+                kept = labels_to_regions(np.where(drop[components], 0, pred))
+                et_mask = kept[2]
+                scored[drop.tobytes()] = (dice(kept[0], ref_regions[0]),
+                                          dice(kept[1], ref_regions[1]),  # ET -> NCR keeps TC and WT as they are
+                                          dice(et_mask, ref_regions[2]), dice(np.zeros_like(et_mask), ref_regions[2]),
+                                          np.count_nonzero(et_mask) * voxel)
+            wt, tc, et_kept, et_core, et_volume = scored[drop.tobytes()]
             for j, min_et in enumerate(et_grid):
                 out[k, i, j] = (wt + tc + (et_core if min_et > 0 and et_volume < min_et else et_kept)) / 3
     return out
