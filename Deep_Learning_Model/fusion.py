@@ -10,13 +10,18 @@ averaged (optionally weighted) slice by slice before the way back to the origina
   thresholded as a regions head's.
 
 The case is preprocessed once (the models must share their preprocessing). Fusing costs the sum of the models'
-inference time, so it is an option; the served default stays one model. Post-processing: the one the models'
-exports record when they all record the same, else ``postprocess`` (default: none).
+inference time, so it is an option; the served default stays one model. Post-processing: ``postprocess`` when
+given, else the one the models' exports record when they all record the same, else none.
+
+The registry's ``fusion`` model is a manifest (:mod:`Deep_Learning_Model.fusion_manifest`): the shipped
+``fusion.json`` names ``unet.pt`` and ``sspp.pt`` and carries the post-processing tuned on the fusion's own
+out-of-fold predictions and that CV's scores.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,26 +30,26 @@ import numpy as np
 import torch
 
 from brats_core.cases import Case, find_cases, load_case
-from brats_core.config import REPO_ROOT
 from brats_core.errors import BratsError, CheckpointError
 from brats_core.nifti import save_labels
 from brats_core.postprocess import PostprocessConfig, apply_postprocess
 from brats_core.preprocessing import Preprocessed, preprocess
-from brats_core.provenance import Provenance
+from brats_core.provenance import Provenance, summary_scores
+from Deep_Learning_Model.fusion_manifest import SHIPPED_DIR, read_manifest
 from Deep_Learning_Model.heads import region_probabilities, restore_labels
 from Deep_Learning_Model.predictor import DEFAULT_BATCH_SIZE, Predictor, slice_probabilities
 
 #: Models fused by default, each from ``<folder>/<name>.pt``.
 FUSED: tuple[str, ...] = ("unet", "sspp")
-#: The folder of the shipped ``unet.pt`` and ``sspp.pt``.
-SHIPPED = REPO_ROOT / "Deep_Learning_Model" / "checkpoints"
+#: The folder of the shipped ``unet.pt``, ``sspp.pt`` and ``fusion.json``.
+SHIPPED = SHIPPED_DIR
 
 
 class FusionSegmenter:
     """Weighted mean of the probabilities of ``predictors`` (a :class:`brats_core.evaluation.Segmenter`)."""
 
     def __init__(self, predictors: Sequence[Predictor], weights: Sequence[float] | None = None,
-                 postprocess: PostprocessConfig | None = None) -> None:
+                 postprocess: PostprocessConfig | None = None, info: dict | None = None) -> None:
         if len(predictors) < 2:
             raise BratsError("fusion needs at least two models")
         weights = [1.0] * len(predictors) if weights is None else [float(w) for w in weights]
@@ -64,15 +69,36 @@ class FusionSegmenter:
         recorded = [p.postprocess for p in predictors]
         same = all(r == recorded[0] for r in recorded)
         self.postprocess = postprocess or (recorded[0] if same else PostprocessConfig())
+        #: The manifest's record (``info.cv``: the fusion's own CV), empty for a fusion built here.
+        self.info = info or {}
         self.name = "fusion"
 
     @property
+    def tta(self) -> bool:
+        return all(p.tta for p in self.predictors)
+
+    @property
     def provenance(self) -> Provenance:
-        """Every case any fused model was trained or tuned on (no score of the fusion itself is recorded)."""
+        """Every case any fused model was trained or tuned on; the scores of the fusion's own CV when its manifest
+        records one; the members' summed training time and their machines."""
         records = [p.provenance for p in self.predictors]
         train = tuple(dict.fromkeys(c for r in records for c in r.train_cases))
         val = tuple(dict.fromkeys(c for r in records for c in r.val_cases if c not in train))
-        return Provenance(train_cases=train, val_cases=val)
+        cv = self.info.get("cv", {})
+        scores = summary_scores({**cv["scores"], "n_cases": cv["cases"]}) if cv.get("scores") else None
+        seconds = [r.train_seconds for r in records]
+        hardware = "; ".join(dict.fromkeys(r.hardware for r in records if r.hardware)) or None
+        return Provenance(train_cases=train, val_cases=val, cv_scores=scores,
+                          train_seconds=None if None in seconds else float(sum(seconds)), hardware=hardware,
+                          created=self.info.get("created"))
+
+    def with_tta(self, tta: bool) -> FusionSegmenter:
+        """This fusion with test-time flips on or off in every member (shallow copies sharing the networks)."""
+        if all(p.tta == tta for p in self.predictors):
+            return self
+        flipped = copy.copy(self)
+        flipped.predictors = [p.with_tta(tta) for p in self.predictors]
+        return flipped
 
     def probabilities(self, pre: Preprocessed) -> torch.Tensor:
         """Fused slice probabilities (Z', K, S, S): 4 classes (all softmax) or WT/TC/ET."""
@@ -107,17 +133,25 @@ def raw_segmenter(exports: Sequence[Path], device: torch.device | str | None = N
 
 def load_segmenter(
     name: str = "fusion",
-    checkpoint: Path | str = SHIPPED,
+    checkpoint: Path | str = SHIPPED / "fusion.json",
     device: torch.device | str | None = None,
     tta: bool = False,
     batch_size: int = DEFAULT_BATCH_SIZE,
 ) -> FusionSegmenter:
-    """The fusion of ``<checkpoint>/unet.pt`` and ``<checkpoint>/sspp.pt`` (a folder; default: the shipped ones),
-    in the loader signature of :mod:`brats_app.registry`."""
-    folder = Path(checkpoint)
-    if not folder.is_dir():
-        raise CheckpointError(f"{folder}: the fusion model takes a folder holding {', '.join(f'{m}.pt' for m in FUSED)}")
-    paths = [folder / f"{model}.pt" for model in FUSED]
+    """Loader of the registry's ``fusion``: ``checkpoint`` is a manifest (default: the shipped ``fusion.json``),
+    or a folder holding one, or a folder of ``unet.pt`` and ``sspp.pt`` alone (fused with their own recorded
+    post-processing when they share it, and no CV record)."""
+    path = Path(checkpoint)
+    if path.is_dir() and (path / "fusion.json").is_file():
+        path = path / "fusion.json"
+    if path.is_file():
+        manifest = read_manifest(path)
+        predictors = [Predictor.from_export(p, device=device, tta=tta, batch_size=batch_size) for p in manifest.members]
+        return FusionSegmenter(predictors, manifest.weights, manifest.postprocess, manifest.info)
+    if not path.is_dir():
+        raise CheckpointError(f"{path}: the fusion model takes its manifest (fusion.json) or a folder holding "
+                              f"{', '.join(f'{m}.pt' for m in FUSED)}")
+    paths = [path / f"{model}.pt" for model in FUSED]
     missing = [str(p) for p in paths if not p.is_file()]
     if missing:
         raise CheckpointError(f"fusion: missing export(s) {', '.join(missing)}")
@@ -127,7 +161,8 @@ def load_segmenter(
 def main(argv: list[str] | None = None) -> int:
     """``python -m Deep_Learning_Model.fusion [--checkpoint DIR] [--tta] [--device D] --out DIR INPUT ...``."""
     parser = argparse.ArgumentParser(prog="python -m Deep_Learning_Model.fusion", description=__doc__.splitlines()[0])
-    parser.add_argument("--checkpoint", type=Path, default=SHIPPED, help="folder of unet.pt and sspp.pt")
+    parser.add_argument("--checkpoint", type=Path, default=SHIPPED / "fusion.json",
+                        help="fusion manifest, or a folder of unet.pt and sspp.pt (default: the shipped fusion.json)")
     parser.add_argument("--out", required=True, type=Path, help="output folder for <case_id>.nii.gz")
     parser.add_argument("--device", choices=("cpu", "cuda"))
     parser.add_argument("--tta", action="store_true", help="test-time flips in both models")

@@ -44,6 +44,8 @@ class ModelSpec:
     #: ``brats compare`` (:class:`brats_app.compare.runner.TrainJob`).
     fit: str
     trainer_fixes_model: bool = False
+    #: A model built from others (the fusion): the models it combines, which come before it in the registry.
+    members: tuple[str, ...] = ()
     #: The seed project's headline number for this model (its own data, metric and split), if it reported one.
     seed_score: float | None = None
 
@@ -79,6 +81,9 @@ REGISTRY: dict[str, ModelSpec] = {
         _ml("ensemble", "Ensemble (vote)", seed_score=58.21),
         _deep("unet", "U-Net", seed_score=64.79),
         _deep("sspp", "U-Net + SSPP", seed_score=85.37),
+        ModelSpec("fusion", "Fusion (U-Net, U-Net + SSPP)", "fusion", "Deep_Learning_Model.fusion:load_segmenter",
+                  "Deep_Learning_Model.fusion_manifest:main", _DL / "fusion.json", True, f"{_FITS}:train_fusion",
+                  members=("unet", "sspp")),
     )
 }
 

@@ -2,8 +2,9 @@
 
 ``make demo API_PORT=8100 UI_PORT=8600`` or ``python -m streamlit_app.demo [--api-port 8000] [--ui-port 8501]
 [--host 127.0.0.1]``; the ports also come from the environment (``API_PORT`` or ``BRATS_PORT``, ``UI_PORT``).
-The API serves both deep models (``BRATS_ALLOWED_MODELS`` overrides that; ``BRATS_CHECKPOINT`` the default
-model's checkpoint) and the bundled sample; the UI talks to that API.
+The API serves the deep models and their fusion (``BRATS_ALLOWED_MODELS`` overrides that; ``BRATS_CHECKPOINT`` the
+default model's checkpoint; the fusion is left out when a member's checkpoint is not the shipped one, since its
+manifest names the shipped members) and the bundled sample; the UI talks to that API.
 Both run as child processes; Ctrl-C or SIGTERM stops them (terminate, wait, then kill).
 """
 
@@ -101,12 +102,25 @@ def _missing_checkpoint(settings: Settings) -> str | None:
         if not checkpoint.is_file():
             variable = "BRATS_CHECKPOINT" + ("" if model == settings.model else f"_{model.upper()}")
             export = f" --export {checkpoint}" if model in models_of("Deep_Learning_Model") else ""
+            how = f"--cv CV_OUT --out {checkpoint}" if spec(model).members else f"--data DATA_DIR{export}"
             return (
                 f"{checkpoint} is missing (the checkpoint of model {model}).\n"
-                f"Train one with `.venv/bin/brats train {spec(model).family} --data DATA_DIR{export}`, "
+                f"Train one with `.venv/bin/brats train {spec(model).family} {how}`, "
                 f"point {variable} at an existing export, or serve fewer models (BRATS_ALLOWED_MODELS)."
             )
     return None
+
+
+def served_models(environ: dict[str, str]) -> list[str]:
+    """The models the demo serves unless ``BRATS_ALLOWED_MODELS`` says: the default one, then every deep model,
+    but not a fusion one of whose members has a checkpoint other than the shipped one (``BRATS_CHECKPOINT*``)."""
+    default = environ.get("BRATS_MODEL", "").strip() or Settings.model
+    overridden = {key[len("BRATS_CHECKPOINT_"):].lower() for key, value in environ.items()
+                  if key.startswith("BRATS_CHECKPOINT_") and value.strip()}
+    if environ.get("BRATS_CHECKPOINT", "").strip():
+        overridden.add(default)
+    deep = [m for m in models_of("Deep_Learning_Model") if m != default and not set(spec(m).members) & overridden]
+    return [default, *deep]
 
 
 def _commands(host: str, api_port: int, ui_port: int) -> tuple[list[str], list[str]]:
@@ -161,9 +175,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ui-port", type=int, help="default: $UI_PORT, else 8501")
     args = parser.parse_args(argv)
 
-    # Both deep models unless the user chose: the UI then offers a model switch and a side-by-side comparison.
-    default = os.environ.get("BRATS_MODEL", "").strip() or Settings.model
-    served = [default, *(m for m in models_of("Deep_Learning_Model") if m != default)]
+    # The deep models unless the user chose: the UI then offers a model switch and a side-by-side comparison.
+    served = served_models(dict(os.environ))
     env = {**os.environ, "BRATS_ALLOWED_MODELS": os.environ.get("BRATS_ALLOWED_MODELS", "").strip() or ",".join(served)}
     try:
         settings = Settings.from_env(env)

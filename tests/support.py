@@ -59,3 +59,30 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def write_fusion_cv(out: Path) -> Path:
+    """``<out>/fusion/cv`` as ``Deep_Learning_Model.cv score --model fusion`` leaves it (what ``brats train fusion
+    --cv out`` reads): a 27-case summary and a tuning report of two synthetic out-of-fold label maps, each with a
+    false blob the tuning removes. Returns ``out``."""
+    import json
+
+    from brats_core.config import REGIONS
+    from brats_core.postprocess import tune_postprocess
+    from brats_core.synth import make_synthetic_case
+    from Deep_Learning_Model.serialization import plain_data
+
+    cases = []
+    for seed in (1, 2):
+        ref = make_synthetic_case(f"c{seed}", shape=(40, 40, 24), seed=seed).seg
+        pred = ref.copy()
+        pred[:3, :3, :3] = 2
+        cases.append((pred, ref, (1.0, 1.0, 1.0)))
+    _, report = tune_postprocess(cases, folds=[1, 2])
+    summary = {r: {"dice": {"mean": 0.9 - 0.1 * i, "sd": 0.1, "median": 0.9}, "hd95": {"mean": 5.0 + i, "sd": 2.0}}
+               for i, r in enumerate(REGIONS)}
+    cv = out / "fusion" / "cv"
+    cv.mkdir(parents=True)
+    (cv / "summary.json").write_text(json.dumps({"n_cases": 27, **summary}))
+    (cv / "postprocess.json").write_text(json.dumps(plain_data(report, "report")))
+    return out

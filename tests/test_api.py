@@ -19,7 +19,7 @@ import pytest
 from api_support import SAMPLE_ZIP, api_settings, multipart
 from fastapi.testclient import TestClient
 from PIL import Image
-from support import Oracle, case_paths, case_zip
+from support import Oracle, case_paths, case_zip, write_fusion_cv
 
 from brats_app.registry import default_checkpoint
 from brats_core.cases import Case, CaseFiles, find_cases, load_case
@@ -235,6 +235,29 @@ def test_tta_runs_the_served_network_with_test_time_flips(
     assert refused.status_code == 422 and "tta" in refused.text
     assert sorted(root.iterdir()) == kept  # the one-shot upload of the refused request is gone
     assert client.post("/predict", json={"upload_id": upload_id, "tta": "maybe"}).status_code == 422
+
+
+def test_the_fusion_is_served_from_its_manifest_with_or_without_flips(
+    tmp_path: Path, random_export: Path, random_unet_export: Path, anisotropic_case: CaseFiles
+) -> None:
+    """``model: fusion`` averages the two networks named by its manifest and applies its tuned post-processing."""
+    from Deep_Learning_Model.fusion import FusionSegmenter
+    from Deep_Learning_Model.fusion_manifest import write_manifest
+
+    manifest = write_manifest(tmp_path / "fusion.json", [random_unet_export, random_export],
+                              write_fusion_cv(tmp_path / "cv"))
+    settings = api_settings(tmp_path / "data", random_export, allowed_models=("sspp", "fusion"),
+                            checkpoints={"sspp": random_export, "fusion": manifest})
+    with TestClient(create_app(settings)) as client:
+        health = client.get("/").json()
+        assert health["models"] == ["sspp", "fusion"] and health["checkpoint"] == "sspp.pt"
+        fused = client.app.state.service.model("fusion", tta=True)
+        assert isinstance(fused, FusionSegmenter) and fused.tta and fused.postprocess.min_component_mm3 > 0
+        upload_id = upload(client, anisotropic_case)["upload_id"]
+        body = client.post("/predict", json={"upload_id": upload_id, "model": "fusion", "tta": True}).json()
+        assert body["model"] == "fusion" and body["tta"] is True
+        labels = np.asanyarray(load_nifti_bytes(client.get(body["urls"]["segmentation"]).content, tmp_path).dataobj)
+        np.testing.assert_array_equal(labels, fused.predict(load_case(anisotropic_case)))
 
 
 def test_tta_is_refused_for_a_model_without_flips(

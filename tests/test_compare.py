@@ -97,6 +97,9 @@ def test_all_models_write_every_file_and_row(all_models) -> None:
     assert (out / "compare" / "naive" / "naive.npz").is_file()
     assert (out / "compare" / "knn" / "knn.joblib").is_file()
     assert (out / "compare" / "sspp" / "run" / "export.pt").is_file()
+    # the fusion fuses the U-Net and U-Net + SSPP trained in this run: their training time is its
+    seconds = {row["model"]: float(row["train_seconds"]) for row in rows}
+    assert seconds["fusion"] == pytest.approx(seconds["unet"] + seconds["sspp"], abs=0.2)
 
     markdown = (out / "compare.md").read_text()
     assert LEGACY_LABEL in markdown and "Command: `brats compare --data" in markdown
@@ -138,6 +141,14 @@ def test_failing_models_are_reported_in_their_rows(synthetic_root: Path, tmp_pat
     markdown = (tmp_path / "compare.md").read_text()
     assert "| Naive (mean atlas) | **failed**: training: BratsError: atlas exploded |" in markdown
     assert _is_png(tmp_path / "compare_dice.png") and _is_png(tmp_path / "compare_case.png")
+
+
+def test_a_fusion_without_its_members_fails_in_its_row(synthetic_root: Path, tmp_path: Path) -> None:
+    assert main(_args(synthetic_root, tmp_path, "--models", "naive,fusion")) == 1
+    rows = {row["model"]: row for row in _csv(tmp_path)}
+    assert rows["naive"]["status"] == "ok" and rows["fusion"]["status"] == "failed"
+    assert rows["fusion"]["error"] == ("training: BratsError: fusion fuses unet and sspp as trained in this run, and "
+                                       "unet and sspp were not trained (add them to --models, or see their rows)")
 
 
 def test_use_shipped_loads_checkpoints_and_reports_recorded_time(all_models, synthetic_root: Path, tmp_path: Path,

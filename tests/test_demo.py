@@ -53,6 +53,23 @@ def test_demo_names_the_missing_checkpoint_of_the_second_model(tmp_path, random_
     assert "BRATS_CHECKPOINT_UNET" in message and "BRATS_ALLOWED_MODELS" in message
 
 
+def test_demo_serves_the_fusion_only_with_its_shipped_members() -> None:
+    assert demo.served_models({}) == ["sspp", "unet", "fusion"]
+    assert demo.served_models({"BRATS_MODEL": "unet"}) == ["unet", "sspp", "fusion"]
+    assert demo.served_models({"BRATS_CHECKPOINT": "my_sspp.pt"}) == ["sspp", "unet"]
+    assert demo.served_models({"BRATS_CHECKPOINT_UNET": "my_unet.pt"}) == ["sspp", "unet"]
+    assert demo.served_models({"BRATS_CHECKPOINT_UNET": " "}) == ["sspp", "unet", "fusion"]
+
+
+def test_demo_explains_a_missing_fusion_manifest(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("BRATS_ALLOWED_MODELS", "sspp,fusion")
+    monkeypatch.setenv("BRATS_CHECKPOINT_FUSION", str(tmp_path / "fusion.json"))
+    assert demo.main(["--api-port", str(free_port()), "--ui-port", str(free_port())]) == 2
+    message = capsys.readouterr().err
+    assert "fusion.json is missing (the checkpoint of model fusion)" in message
+    assert f"brats train fusion --cv CV_OUT --out {tmp_path / 'fusion.json'}" in message
+
+
 def test_demo_names_an_unknown_model(random_export, monkeypatch, capsys):
     monkeypatch.setenv("BRATS_CHECKPOINT", str(random_export))
     monkeypatch.setenv("BRATS_ALLOWED_MODELS", "sspp,nope")

@@ -71,8 +71,10 @@ def test_fusion_refuses_what_it_cannot_fuse(folder: Path, tmp_path: Path) -> Non
         FusionSegmenter([unet, binary])
     with pytest.raises(CheckpointError, match="missing export"):
         load_segmenter("fusion", tmp_path, device="cpu")
-    with pytest.raises(CheckpointError, match="takes a folder"):
+    with pytest.raises(CheckpointError, match=r"u\.pt: not a readable fusion manifest .*takes its JSON manifest"):
         load_segmenter("fusion", tmp_path / "u.pt", device="cpu")
+    with pytest.raises(CheckpointError, match=r"nothing\.json: the fusion model takes its manifest"):
+        load_segmenter("fusion", tmp_path / "nothing.json", device="cpu")
 
 
 def test_fusion_command_writes_predictions_and_records_what_the_models_saw(folder: Path, tmp_path: Path) -> None:

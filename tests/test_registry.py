@@ -36,10 +36,19 @@ def test_every_entry_resolves_and_ships_its_checkpoint(name: str) -> None:
 
 
 def test_families_and_lists_come_from_the_entries() -> None:
-    assert list(families()) == ["naive", "ml", "unet", "sspp"]
+    assert list(families()) == ["naive", "ml", "unet", "sspp", "fusion"]
     assert [s.name for s in families()["ml"]] == ["ridge", "tree", "knn", "ensemble"]
-    assert pickle_free_models() == ("naive", "unet", "sspp")
-    assert models_of("Deep_Learning_Model") == ("unet", "sspp")
+    assert pickle_free_models() == ("naive", "unet", "sspp", "fusion")
+    assert models_of("Deep_Learning_Model") == ("unet", "sspp", "fusion")
+
+
+def test_a_composite_model_comes_after_its_members() -> None:
+    from Deep_Learning_Model.fusion import FUSED
+
+    order = list(REGISTRY)
+    assert spec("fusion").members == FUSED
+    for entry in REGISTRY.values():
+        assert all(order.index(m) < order.index(entry.name) for m in entry.members), entry.name
 
 
 def test_unknown_model_and_missing_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
@@ -49,7 +58,7 @@ def test_unknown_model_and_missing_checkpoint(tmp_path: Path, monkeypatch: pytes
     with pytest.raises(CheckpointError, match=r"x\.npz: no shipped naive checkpoint; train one with `brats train naive`"):
         load_segmenter("naive")
     assert brats(["train", "nope"]) == 2
-    assert "unknown model family 'nope'; choose one of naive, ml, unet, sspp" in capsys.readouterr().err
+    assert "unknown model family 'nope'; choose one of naive, ml, unet, sspp, fusion" in capsys.readouterr().err
 
 
 def _literals_naming_models(tree: ast.AST) -> list[tuple[int, list[str]]]:

@@ -15,6 +15,7 @@ from tqdm import tqdm
 
 from brats_core.cases import load_case
 from brats_core.config import PreprocessConfig
+from brats_core.errors import BratsError
 from brats_core.evaluation import Segmenter
 
 if TYPE_CHECKING:
@@ -72,3 +73,21 @@ def train_deep(names: list[str], job: TrainJob) -> Trained:
     run(overrides, DistContext())
     seconds = time.perf_counter() - start
     return {name: (load_segmenter(name, run_dir / "export.pt", device=job.options.device), seconds)}
+
+
+def train_fusion(names: list[str], job: TrainJob) -> Trained:
+    """The fusion of the members trained earlier in this split: nothing more is trained (its time is its members'
+    summed) and no post-processing is tuned here (the members' shared one, else none)."""
+    from brats_app.registry import spec
+    from Deep_Learning_Model.fusion import FusionSegmenter
+
+    (name,) = names
+    members = spec(name).members
+    missing = [m for m in members if m not in job.trained]
+    if missing:
+        were, them, rows = ("was", "it", "its row") if len(missing) == 1 else ("were", "them", "their rows")
+        raise BratsError(f"{name} fuses {' and '.join(members)} as trained in this run, and {' and '.join(missing)} "
+                         f"{were} not trained (add {them} to --models, or see {rows})")
+    seconds = [job.trained[m][1] for m in members]
+    total = None if None in seconds else float(sum(seconds))
+    return {name: (FusionSegmenter([job.trained[m][0] for m in members]), total)}

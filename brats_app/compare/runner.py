@@ -43,6 +43,8 @@ class TrainJob:
     val_files: list[CaseFiles]
     options: Options
     out_dir: Path  # <out>/compare[/fold_<k>]; each model writes under out_dir/<model>/
+    #: The models trained so far in this split: name -> (segmenter, training seconds); a fusion takes its members here.
+    trained: dict[str, tuple[Segmenter, float | None]] = field(default_factory=dict)
 
 
 @dataclass
@@ -114,6 +116,7 @@ def _prepare(runs: dict[str, ModelRun], job: TrainJob, use_shipped: bool, test_i
         else:
             for name in names:
                 segmenter, seconds = trained[name]
+                job.trained[name] = trained[name]
                 runs[name].segmenter, runs[name].train_seconds = segmenter, seconds
                 runs[name].train_time = "n/a" if seconds is None else f"{seconds:.1f} s"
         bar.update(len(names))
