@@ -4,13 +4,15 @@
     python benchmarks/api_latency.py --requests 20 --concurrency 4 --slots 2 --threads 1
     python benchmarks/api_latency.py --quick                        # 4 requests
     python benchmarks/api_latency.py --tta                          # every request with test-time flips
+    python benchmarks/api_latency.py --model fusion                 # the fusion of U-Net and U-Net + SSPP
 
 Starts ``uvicorn sspp_unet_api.app.main:app`` on 127.0.0.1 (CPU), uploads the bundled sample case
 (240x240x155), sends one warm-up prediction and then ``--requests`` predictions from ``--concurrency`` clients,
 and reports the p50/p95 client-side latency (queueing included), the server-side model time and the
 predictions per minute. The model is the shipped ``Deep_Learning_Model/checkpoints/sspp.pt`` if present, else
 a randomly initialised model of the default configuration (same architecture and cost; ``weights`` in the
-JSON says which). The last stdout line is one JSON object.
+JSON says which); ``--model`` serves another shipped model instead (its checkpoint must be there). The last
+stdout line is one JSON object.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
+from brats_app.registry import default_checkpoint, models_of
 from brats_core.config import REPO_ROOT
 
 sys.path.insert(0, str(REPO_ROOT / "tests"))
@@ -43,16 +46,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds allowed for one request")
     parser.add_argument("--quick", action="store_true", help="4 requests (for make bench --quick)")
     parser.add_argument("--tta", action="store_true", help="every request (warm-up included) with test-time flips")
+    parser.add_argument("--model", default="sspp", choices=models_of("Deep_Learning_Model"),
+                        help="served model (default sspp; another must have its shipped checkpoint)")
     args = parser.parse_args(argv)
+    if args.model != "sspp" and not default_checkpoint(args.model).is_file():
+        parser.error(f"--model {args.model}: no shipped checkpoint at {default_checkpoint(args.model)}")
     if args.quick:
         args.requests = min(args.requests, 4)
 
     with tempfile.TemporaryDirectory(prefix="brats_api_bench_") as tmp_name:
         tmp = Path(tmp_name)
-        checkpoint, shipped = benchmark_checkpoint(tmp)
+        checkpoint, shipped = benchmark_checkpoint(tmp) if args.model == "sspp" else (default_checkpoint(args.model), True)
         weights = "shipped" if shipped else "random (no shipped checkpoint; default configuration)"
         print(f"model: {checkpoint} ({weights})")
-        env = {"BRATS_CHECKPOINT": str(checkpoint), "BRATS_DATA_DIR": str(tmp / "data"), "BRATS_DEVICE": "cpu",
+        env = {"BRATS_MODEL": args.model, "BRATS_CHECKPOINT": str(checkpoint), "BRATS_DATA_DIR": str(tmp / "data"), "BRATS_DEVICE": "cpu",
                "BRATS_MAX_CONCURRENT_INFERENCES": str(args.slots), "BRATS_QUEUE_TIMEOUT_SECONDS": str(args.timeout),
                "OMP_NUM_THREADS": str(args.threads)}
         process, url = serve(env, tmp / "server.log")
@@ -79,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     runtimes = [body["runtime_seconds"] for _, body in results if body is not None]
     summary = {
         "benchmark": "api_latency",
+        "model": args.model,
         "weights": "shipped" if shipped else "random",
         "device": warm.json()["device"],
         "case": "sample_case.zip (240x240x155)",

@@ -205,7 +205,7 @@ def run(args: argparse.Namespace, cores: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    deep = models_of("Deep_Learning_Model")
+    deep = models_of("Deep_Learning_Model", composites=False)
     parser.add_argument("--models", nargs="+", default=list(deep), choices=deep)
     parser.add_argument("--from-cache", help="slice-cache folder to train on (default: synthetic slices)")
     parser.add_argument("--cases", type=int, default=None, help="synthetic cases (default 27 on CUDA, 2 on CPU)")

@@ -125,7 +125,7 @@ def run(args: argparse.Namespace, cores: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    deep = models_of("Deep_Learning_Model")
+    deep = models_of("Deep_Learning_Model", composites=False)
     parser.add_argument("--models", nargs="+", default=list(deep), choices=deep)
     parser.add_argument("--base-width", type=int, default=32)
     parser.add_argument("--size", type=int, default=128)

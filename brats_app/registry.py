@@ -92,9 +92,11 @@ def pickle_free_models() -> tuple[str, ...]:
     return tuple(name for name, spec in REGISTRY.items() if spec.pickle_free)
 
 
-def models_of(*packages: str) -> tuple[str, ...]:
-    """The models whose loader lives in one of ``packages`` (e.g. ``"Deep_Learning_Model"``), in table order."""
-    return tuple(name for name, spec in REGISTRY.items() if spec.loader.split(".")[0] in packages)
+def models_of(*packages: str, composites: bool = True) -> tuple[str, ...]:
+    """The models whose loader lives in one of ``packages`` (e.g. ``"Deep_Learning_Model"``), in table order;
+    without ``composites``, only those trained themselves (not the fusion, built from its ``members``)."""
+    return tuple(name for name, spec in REGISTRY.items()
+                 if spec.loader.split(".")[0] in packages and (composites or not spec.members))
 
 
 def families() -> dict[str, list[ModelSpec]]:

@@ -40,6 +40,7 @@ def test_families_and_lists_come_from_the_entries() -> None:
     assert [s.name for s in families()["ml"]] == ["ridge", "tree", "knn", "ensemble"]
     assert pickle_free_models() == ("naive", "unet", "sspp", "fusion")
     assert models_of("Deep_Learning_Model") == ("unet", "sspp", "fusion")
+    assert models_of("Deep_Learning_Model", composites=False) == ("unet", "sspp")
 
 
 def test_a_composite_model_comes_after_its_members() -> None:
