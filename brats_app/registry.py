@@ -81,7 +81,7 @@ REGISTRY: dict[str, ModelSpec] = {
         _ml("ensemble", "Ensemble (vote)", seed_score=58.21),
         _deep("unet", "U-Net", seed_score=64.79),
         _deep("sspp", "U-Net + SSPP", seed_score=85.37),
-        ModelSpec("fusion", "Fusion (U-Net, U-Net + SSPP)", "fusion", "Deep_Learning_Model.fusion:load_segmenter",
+        ModelSpec("fusion", "Fusion of U-Net and U-Net + SSPP", "fusion", "Deep_Learning_Model.fusion:load_segmenter",
                   "Deep_Learning_Model.fusion_manifest:main", _DL / "fusion.json", True, f"{_FITS}:train_fusion",
                   members=("unet", "sspp")),
     )
