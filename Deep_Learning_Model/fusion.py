@@ -35,12 +35,10 @@ from brats_core.nifti import save_labels
 from brats_core.postprocess import PostprocessConfig, apply_postprocess
 from brats_core.preprocessing import Preprocessed, preprocess
 from brats_core.provenance import Provenance, summary_scores
-from Deep_Learning_Model.fusion_manifest import SHIPPED_DIR, read_manifest
+from Deep_Learning_Model.fusion_manifest import FUSED, SHIPPED_DIR, read_manifest
 from Deep_Learning_Model.heads import region_probabilities, restore_labels
 from Deep_Learning_Model.predictor import DEFAULT_BATCH_SIZE, Predictor, slice_probabilities
 
-#: Models fused by default, each from ``<folder>/<name>.pt``.
-FUSED: tuple[str, ...] = ("unet", "sspp")
 #: The folder of the shipped ``unet.pt``, ``sspp.pt`` and ``fusion.json``.
 SHIPPED = SHIPPED_DIR
 

@@ -35,6 +35,8 @@ from Deep_Learning_Model.serialization import plain_data
 
 FORMAT, VERSION = "brats-fusion", 1
 SHIPPED_DIR = REPO_ROOT / "Deep_Learning_Model" / "checkpoints"
+#: Models fused by default, each from ``<folder>/<name>.pt``.
+FUSED: tuple[str, ...] = ("unet", "sspp")
 
 
 @dataclass(frozen=True)
@@ -142,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=PlainHelpFormatter)
     parser.add_argument("--cv", required=True, type=Path, help="CV output folder holding fusion/cv/ (cv score "
                         "--model fusion --out OUT)")
-    parser.add_argument("--members", type=Path, nargs="+", default=[SHIPPED_DIR / "unet.pt", SHIPPED_DIR / "sspp.pt"],
+    parser.add_argument("--members", type=Path, nargs="+", default=[SHIPPED_DIR / f"{m}.pt" for m in FUSED],
                         help="member exports (default: the shipped unet.pt and sspp.pt)")
     parser.add_argument("--weights", type=float, nargs="+", help="one weight per member (default: equal)")
     parser.add_argument("--out", type=Path, help="manifest to write (default: fusion.json beside the first member)")
