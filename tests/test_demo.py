@@ -23,7 +23,7 @@ def test_demo_serves_api_and_ui_and_stops_both_on_ctrl_c(random_export, random_u
         assert f"API: {stack.api_url}" in stack.output() and f"UI:  {stack.ui_url}" in stack.output()
         health = requests.get(f"{stack.api_url}/", timeout=10).json()
         assert health["status"] == "ok" and health["checkpoint"] == random_export.name
-        assert health["models"] == ["sspp", "unet"]  # make demo serves both deep models
+        assert health["models"] == ["sspp", "unet"]  # both deep models; no fusion of the shipped members
         assert requests.get(f"{stack.ui_url}/_stcore/health", timeout=10).text == "ok"
         children = stack.children()
         assert len(children) == 2
