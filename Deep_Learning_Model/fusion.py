@@ -23,13 +23,14 @@ from __future__ import annotations
 import argparse
 import copy
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from brats_core.cases import Case, find_cases, load_case
+from brats_core.device import resolve_device
 from brats_core.errors import BratsError, CheckpointError
 from brats_core.nifti import save_labels
 from brats_core.postprocess import PostprocessConfig, apply_postprocess
@@ -38,9 +39,6 @@ from brats_core.provenance import Provenance, summary_scores
 from Deep_Learning_Model.fusion_manifest import FUSED, SHIPPED_DIR, read_manifest
 from Deep_Learning_Model.heads import region_probabilities, restore_labels
 from Deep_Learning_Model.predictor import DEFAULT_BATCH_SIZE, Predictor, slice_probabilities
-
-#: The folder of the shipped ``unet.pt``, ``sspp.pt`` and ``fusion.json``.
-SHIPPED = SHIPPED_DIR
 
 
 class FusionSegmenter:
@@ -131,21 +129,33 @@ def raw_segmenter(exports: Sequence[Path], device: torch.device | str | None = N
 
 def load_segmenter(
     name: str = "fusion",
-    checkpoint: Path | str = SHIPPED / "fusion.json",
+    checkpoint: Path | str = SHIPPED_DIR / "fusion.json",
     device: torch.device | str | None = None,
     tta: bool = False,
     batch_size: int = DEFAULT_BATCH_SIZE,
+    loaded: Mapping[str, Predictor] | None = None,
 ) -> FusionSegmenter:
     """Loader of the registry's ``fusion``: ``checkpoint`` is a manifest (default: the shipped ``fusion.json``),
     or a folder holding one, or a folder of ``unet.pt`` and ``sspp.pt`` alone (fused with their own recorded
-    post-processing when they share it, and no CV record)."""
+    post-processing when they share it, and no CV record).
+
+    ``loaded``: predictors already in memory by their export's resolved path (the API's served models); a member
+    among them with the same device, flips and batch size is shared instead of loaded a second time."""
+    device = resolve_device(device)
     path = Path(checkpoint)
     if path.is_dir() and (path / "fusion.json").is_file():
         path = path / "fusion.json"
+
+    def member(export: Path) -> Predictor:
+        known = (loaded or {}).get(str(export.resolve()))
+        if known is not None and (known.device, known.tta, known.batch_size) == (device, tta, batch_size):
+            return known
+        return Predictor.from_export(export, device=device, tta=tta, batch_size=batch_size)
+
     if path.is_file():
         manifest = read_manifest(path)
-        predictors = [Predictor.from_export(p, device=device, tta=tta, batch_size=batch_size) for p in manifest.members]
-        return FusionSegmenter(predictors, manifest.weights, manifest.postprocess, manifest.info)
+        return FusionSegmenter([member(p) for p in manifest.members], manifest.weights, manifest.postprocess,
+                               manifest.info)
     if not path.is_dir():
         raise CheckpointError(f"{path}: the fusion model takes its manifest (fusion.json) or a folder holding "
                               f"{', '.join(f'{m}.pt' for m in FUSED)}")
@@ -153,13 +163,13 @@ def load_segmenter(
     missing = [str(p) for p in paths if not p.is_file()]
     if missing:
         raise CheckpointError(f"fusion: missing export(s) {', '.join(missing)}")
-    return FusionSegmenter([Predictor.from_export(p, device=device, tta=tta, batch_size=batch_size) for p in paths])
+    return FusionSegmenter([member(p) for p in paths])
 
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m Deep_Learning_Model.fusion [--checkpoint DIR] [--tta] [--device D] --out DIR INPUT ...``."""
     parser = argparse.ArgumentParser(prog="python -m Deep_Learning_Model.fusion", description=__doc__.splitlines()[0])
-    parser.add_argument("--checkpoint", type=Path, default=SHIPPED / "fusion.json",
+    parser.add_argument("--checkpoint", type=Path, default=SHIPPED_DIR / "fusion.json",
                         help="fusion manifest, or a folder of unet.pt and sspp.pt (default: the shipped fusion.json)")
     parser.add_argument("--out", required=True, type=Path, help="output folder for <case_id>.nii.gz")
     parser.add_argument("--device", choices=("cpu", "cuda"))

@@ -95,8 +95,8 @@ def main(argv: list[str] | None = None) -> int:
         args.out.write_text(text + "\n")
     print(f"{report['cases']} out-of-fold cases: mean Dice {report['mean_dice_without']:.4f} without, "
           f"{report['mean_dice_best']:.4f} with min_component_mm3={config.min_component_mm3:g}, "
-          f"et_min_mm3={config.et_min_mm3:g}, keep_largest_component={config.keep_largest_component}" + (f"; recorded in {', '.join(map(str, args.record))}"
-                                                 if args.record else ""))
+          f"et_min_mm3={config.et_min_mm3:g}, keep_largest_component={config.keep_largest_component}"
+          + (f"; recorded in {', '.join(map(str, args.record))}" if args.record else ""))
     return 0
 
 

@@ -251,8 +251,13 @@ def test_the_fusion_is_served_from_its_manifest_with_or_without_flips(
     with TestClient(create_app(settings)) as client:
         health = client.get("/").json()
         assert health["models"] == ["sspp", "fusion"] and health["checkpoint"] == "sspp.pt"
-        fused = client.app.state.service.model("fusion", tta=True)
+        service = client.app.state.service
+        plain = service.model("fusion")  # the served sspp's network is shared, the unet (not served) is loaded
+        assert plain.predictors[1] is service.model("sspp")
+        assert Path(plain.predictors[0].meta["path"]).resolve() == random_unet_export.resolve()
+        fused = service.model("fusion", tta=True)
         assert isinstance(fused, FusionSegmenter) and fused.tta and fused.postprocess.min_component_mm3 > 0
+        assert fused.predictors[1].model is service.model("sspp").model
         upload_id = upload(client, anisotropic_case)["upload_id"]
         body = client.post("/predict", json={"upload_id": upload_id, "model": "fusion", "tta": True}).json()
         assert body["model"] == "fusion" and body["tta"] is True

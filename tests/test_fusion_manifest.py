@@ -76,6 +76,15 @@ def test_test_time_flips_share_the_networks(members: Path) -> None:
     assert flipped.postprocess == fused.postprocess
 
 
+def test_members_already_loaded_are_shared_when_they_match(members: Path) -> None:
+    sspp = Predictor.from_export(members / "sspp.pt", device="cpu")
+    loaded = {str((members / "sspp.pt").resolve()): sspp}
+    fused = load_segmenter("fusion", members, device="cpu", loaded=loaded)
+    assert fused.predictors[1] is sspp and fused.predictors[0].model_config.arch == "unet"
+    flipped = load_segmenter("fusion", members, device="cpu", tta=True, loaded=loaded)  # other flips: its own
+    assert flipped.predictors[1] is not sspp and flipped.predictors[1].tta
+
+
 def test_a_member_that_changed_is_refused(members: Path, tmp_path: Path) -> None:
     assert _train(members, write_fusion_cv(tmp_path / "cv")) == 0
     write_random_export(members / "sspp.pt", ModelConfig(arch="sspp", head="regions", **TINY), seed=3)

@@ -94,14 +94,20 @@ class InferenceService:
                 f"checkpoint of model {name!r} not found: {path}. Train one with `brats train {name}` "
                 f"or set {variable} to an export"
             )
-        self._models[name] = registry.load_segmenter(name, path, device=self.device)
+        options = {}
+        if registry.spec(name).members:  # a fusion shares the networks already loaded for the served members
+            exports = {served: getattr(model, "meta", {}).get("path") for served, model in self._models.items()}
+            options["loaded"] = {str(Path(path).resolve()): self._models[served]
+                                 for served, path in exports.items() if path}
+        self._models[name] = registry.load_segmenter(name, path, device=self.device, **options)
 
     async def start(self) -> None:
-        """Create the slots and load every allowed model once (call from the running event loop)."""
+        """Create the slots and load every allowed model once, a fusion after the models it fuses (call from the
+        running event loop)."""
         self._slots = anyio.Semaphore(self.settings.max_concurrent_inferences)
         if self.device == "auto":
             self.device = await anyio.to_thread.run_sync(_auto_device)
-        for name in self.settings.allowed_models:
+        for name in sorted(self.settings.allowed_models, key=lambda n: bool(registry.spec(n).members)):
             if name not in self._models:
                 await anyio.to_thread.run_sync(self._load, name)
 
