@@ -78,10 +78,11 @@ def render(case: Case, pred: np.ndarray, out: Path | str, slices: Sequence[int] 
 
 
 def load_prediction(path: Path, case: Case) -> np.ndarray:
-    """A saved label map (labels 0/1/2/4 in any integer dtype) with the case's shape and affine, as uint8."""
+    """A saved label map (labels 0/1/2/4, or 0/1/2/3 for a BraTS 2023+ case, any integer dtype) with the case's shape
+    and affine, as uint8 0/1/2/4."""
     labels, affine, _ = read_nifti(path)
     check_same_geometry(str(path), labels.shape, affine, f"case '{case.case_id}'", case.shape, case.affine)
-    return check_labels(labels, str(path))
+    return check_labels(labels, str(path), case.files.brats2023)
 
 
 def main(argv: list[str] | None = None) -> int:

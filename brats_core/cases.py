@@ -24,7 +24,7 @@ import numpy as np
 from brats_core.archive import ZipLimits, safe_extract_zip
 from brats_core.config import MODALITIES
 from brats_core.errors import BratsError
-from brats_core.names import NAMING_HINT, nifti_stem, parse_name
+from brats_core.names import NAMING_HINT, nifti_stem, parse_name, uses_brats2023_names
 from brats_core.nifti import check_labels, check_same_geometry, read_nifti
 
 
@@ -42,6 +42,11 @@ class CaseFiles:
     def display(self, path: Path | str) -> str:
         """``path`` as the user knows it (see ``shown_as``)."""
         return show(Path(path), self.shown_as)
+
+    @property
+    def brats2023(self) -> bool:
+        """Named the BraTS 2023+ way (``-t1n`` ...): its segmentation marks enhancing tumour 3, read as 4."""
+        return uses_brats2023_names([*self.images.values(), *([self.seg] if self.seg else [])])
 
 
 @dataclass
@@ -218,7 +223,8 @@ def load_case(files_or_folder: CaseFiles | str | Path, with_seg: bool = True) ->
     """Load one case (``CaseFiles``, or a folder/zip holding exactly one case); each file is read once.
 
     Checks that every file is 3D with the same shape and affine (tolerance ``AFFINE_ATOL``), that images
-    are finite and that the seg holds only labels 0/1/2/4. ``with_seg=False`` does not read the seg.
+    are finite and that the seg holds only labels 0/1/2/4 (or 0/1/2/3 for BraTS 2023+ names, read with 3 as 4).
+    ``with_seg=False`` does not read the seg.
     """
     if not isinstance(files_or_folder, CaseFiles):
         with open_cases(files_or_folder) as found:
@@ -254,7 +260,7 @@ def load_case(files_or_folder: CaseFiles | str | Path, with_seg: bool = True) ->
         name = files.display(files.seg)
         data, affine, _ = read_nifti(Path(files.seg), name)
         check_same_geometry(name, data.shape, affine, *reference)
-        seg = check_labels(data, name)
+        seg = check_labels(data, name, files.brats2023)
     return Case(
         case_id=files.case_id, images=images, seg=seg, affine=reference[2], spacing=spacing, files=files
     )

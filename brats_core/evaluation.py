@@ -195,7 +195,8 @@ def _score_file(pred_dir: Path, files: CaseFiles, ref_dir: Path | str) -> dict:
     ref, ref_affine, spacing = read_nifti(Path(files.seg), ref_name)
     pred, pred_affine, _ = read_nifti(path)
     check_same_geometry(str(path), pred.shape, pred_affine, f"the reference {ref_name}", ref.shape, ref_affine)
-    return evaluate_case(check_labels(pred, str(path)), check_labels(ref, ref_name), spacing, files.case_id)
+    pred, ref = check_labels(pred, str(path), files.brats2023), check_labels(ref, ref_name, files.brats2023)
+    return evaluate_case(pred, ref, spacing, files.case_id)
 
 
 def _stats(values: list[float]) -> dict[str, float]:

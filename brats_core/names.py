@@ -11,6 +11,9 @@ SUFFIXES: dict[str, str] = {
     "t1": "t1", "t1ce": "t1ce", "t2": "t2", "flair": "flair", "seg": "seg",
     "t1n": "t1", "t1c": "t1ce", "t2w": "t2", "t2f": "flair", "t1gd": "t1ce",
 }  # fmt: skip
+#: Suffixes only BraTS 2023+ uses. Its segmentations mark enhancing tumour 3 (1 NETC, 2 SNFH, 3 ET) where
+#: BraTS 2018-2021 use 4: a case named this way has its label 3 read as 4 (:func:`brats_core.nifti.check_labels`).
+BRATS2023_SUFFIXES = frozenset({"t1n", "t1c", "t2w", "t2f"})
 #: How case files must be named, for error messages.
 NAMING_HINT = "expected names ending in _t1/_t1ce/_t2/_flair[/_seg] or -t1n/-t1c/-t2w/-t2f[/-seg]"
 _NAME_RE = re.compile(r"^(?:(?P<prefix>.*)[_-])?(?P<suffix>" + "|".join(SUFFIXES) + r")$", re.IGNORECASE)
@@ -37,6 +40,16 @@ def parse_name(filename: str) -> tuple[str, str] | None:
     if match is None:
         return None
     return match["prefix"] or "", SUFFIXES[match["suffix"].lower()]
+
+
+def uses_brats2023_names(paths: object) -> bool:
+    """True when any of ``paths`` (file names or paths) carries a BraTS 2023+ modality suffix (``-t1n`` ...)."""
+    for path in paths:
+        stem = nifti_stem(str(path).replace("\\", "/").rsplit("/", 1)[-1])
+        match = _NAME_RE.match(stem) if stem is not None else None
+        if match is not None and match["suffix"].lower() in BRATS2023_SUFFIXES:
+            return True
+    return False
 
 
 def safe_name(name: str | None, max_length: int = 128) -> str:

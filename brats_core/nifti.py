@@ -25,6 +25,8 @@ _CHUNK = 1 << 20
 
 def _diagnose(path: Path, exc: Exception) -> str:
     """Why a NIfTI file could not be read, in words (checks the gzip stream itself for ``.gz`` files)."""
+    if isinstance(exc, OSError) and exc.errno is not None:  # the system refused (permissions, I/O), not the data
+        return f"cannot be read ({exc.strerror})"
     if path.name.lower().endswith(".gz"):
         with open(path, "rb") as raw:
             if raw.read(2) != b"\x1f\x8b":
@@ -53,6 +55,9 @@ def read_nifti(path: Path, name: str | None = None) -> tuple[np.ndarray, np.ndar
     just the voxels, as nibabel does, would not notice corrupt data).
     """
     name = str(path) if name is None else name
+    if not path.is_file():
+        what = "a broken link" if path.is_symlink() else "a folder" if path.is_dir() else "missing"
+        raise BratsError(f"{name}: cannot be read: the file is {what}")
     try:
         image = nib.load(path)
         shape = tuple(int(s) for s in image.shape)
@@ -106,21 +111,31 @@ def check_same_geometry(
         )
 
 
-def check_labels(seg: np.ndarray, name: str) -> np.ndarray:
-    """``seg`` as uint8 when it holds only BraTS labels 0/1/2/4, else :class:`BratsError` naming ``name`` (with a
-    hint for the MSD 0/1/2/3 convention)."""
+def check_labels(seg: np.ndarray, name: str, brats2023: bool = False) -> np.ndarray:
+    """``seg`` as uint8 BraTS labels 0/1/2/4, else :class:`BratsError` naming ``name``.
+
+    ``brats2023``: the file belongs to a case with BraTS 2023+ names, whose segmentations mark enhancing
+    tumour 3 (1 NETC, 2 SNFH, 3 ET): labels 0/1/2/3 are then read with 3 as 4. Elsewhere 0/1/2/3 is refused
+    with the two conventions that use it (BraTS 2023+ and MSD Task01), which differ in what 1 and 2 mean.
+    """
     values = _label_values(seg)
+    if brats2023 and set(values) <= {0, 1, 2, 3}:
+        labels = seg.astype(np.uint8)
+        labels[labels == 3] = 4
+        return labels
     bad = [v for v in values if v not in LABELS]
     if not bad:
         return seg.astype(np.uint8)
     if set(values) <= {0, 1, 2, 3}:
         raise BratsError(
-            f"{name}: labels {values} look like the MSD Task01 convention (0 background, 1 edema, "
-            "2 non-enhancing tumour, 3 enhancing tumour); convert them to BraTS labels 0/1/2/4 "
-            "(1 necrotic/non-enhancing core, 2 edema, 4 enhancing tumour)"
+            f"{name}: labels {values} are not BraTS 2018-2021 labels 0/1/2/4 (1 necrotic/non-enhancing core, "
+            "2 edema, 4 enhancing tumour). If they are BraTS 2023+ labels (1 NETC, 2 SNFH, 3 ET), name the case's "
+            "files -t1n/-t1c/-t2w/-t2f/-seg and they are read as such; if they are MSD Task01 labels (1 edema, "
+            "2 non-enhancing tumour, 3 enhancing tumour), convert them to 0/1/2/4"
         )
     shown = ", ".join(f"{v:g}" for v in bad[:10])
-    raise BratsError(f"{name}: segmentation has labels outside {{0, 1, 2, 4}}: {shown}")
+    allowed = "{0, 1, 2, 4}, or {0, 1, 2, 3} for BraTS 2023+ names" if brats2023 else "{0, 1, 2, 4}"
+    raise BratsError(f"{name}: segmentation has labels outside {allowed}: {shown}")
 
 
 def save_labels(labels: np.ndarray, affine: np.ndarray, path: Path | str) -> Path:

@@ -126,7 +126,8 @@ def write_case(case: Case, folder: str | Path, naming: str = "brats2020", compre
     """Write ``case`` as ``<folder>/<case_id>/<case_id><suffix>.nii[.gz]`` in a BraTS naming convention.
 
     ``naming="brats2020"`` writes ``_t1``, ``_t1ce``, ``_t2``, ``_flair``, ``_seg``; ``"brats2023"`` writes
-    ``-t1n``, ``-t1c``, ``-t2w``, ``-t2f``, ``-seg``. The seg is written only when ``case.seg`` is not None.
+    ``-t1n``, ``-t1c``, ``-t2w``, ``-t2f``, ``-seg`` with BraTS 2023's labels (enhancing tumour 3, not 4). The
+    seg is written only when ``case.seg`` is not None.
     """
     if naming not in NAMINGS:
         raise ValueError(f"naming must be one of {sorted(NAMINGS)}, got {naming!r}")
@@ -144,7 +145,10 @@ def write_case(case: Case, folder: str | Path, naming: str = "brats2020", compre
         return path
 
     images = {modality: save(_image_array(case.images[i]), modality) for i, modality in enumerate(MODALITIES)}
-    seg = None if case.seg is None else save(np.asarray(case.seg, dtype=np.uint8), "seg")
+    seg = None
+    if case.seg is not None:
+        labels = np.asarray(case.seg, dtype=np.uint8)
+        seg = save(np.where(labels == 4, 3, labels).astype(np.uint8) if naming == "brats2023" else labels, "seg")
     return CaseFiles(case_id=case.case_id, images=images, seg=seg)
 
 

@@ -138,8 +138,27 @@ def test_brats2023_names(tmp_path: Path, tiny: Case) -> None:
     files = write_case(tiny, tmp_path, naming="brats2023")
     assert files.images["t1ce"].name == "case_a-t1c.nii.gz"
     [found] = find_cases(tmp_path)
-    assert found.images == files.images and found.seg == files.seg
+    assert found.images == files.images and found.seg == files.seg and found.brats2023
     _assert_same(load_case(found), tiny)
+
+
+def test_brats2023_segmentation_reads_its_label_3_as_enhancing_tumour(tmp_path: Path, tiny: Case) -> None:
+    files = write_case(tiny, tmp_path, naming="brats2023")
+    stored = np.asanyarray(nib.load(files.seg).dataobj)
+    assert 3 in stored and 4 not in stored  # BraTS 2023+: 1 NETC, 2 SNFH, 3 ET
+    assert (load_case(files).seg == 4).sum() == (stored == 3).sum() == (tiny.seg == 4).sum()
+    _save(files.seg, tiny.seg, tiny.affine)  # 0/1/2/4 under 2023 names (renamed older files) is read as it is
+    _assert_same(load_case(files), tiny)
+
+
+def test_brats2023_segmentation_with_both_3_and_4_is_refused(tmp_path: Path, tiny: Case) -> None:
+    files = write_case(tiny, tmp_path, naming="brats2023")
+    seg = tiny.seg.copy()
+    seg[0, 0, 0] = 3
+    _save(files.seg, seg, tiny.affine)
+    with _raises(r"case_a-seg\.nii\.gz: segmentation has labels outside \{0, 1, 2, 4\}, or \{0, 1, 2, 3\} for "
+                 r"BraTS 2023\+ names: 3"):
+        load_case(files)
 
 
 def test_upper_case_names(case_dir: Path, tiny: Case) -> None:
@@ -304,10 +323,34 @@ def test_labels_outside_brats_set(case_dir: Path, tiny: Case) -> None:
         load_case(case_dir)
 
 
-def test_msd_labels_explained(case_dir: Path, tiny: Case) -> None:
+def test_labels_0123_under_brats2020_names_explained(case_dir: Path, tiny: Case) -> None:
     msd = np.select([tiny.seg == 2, tiny.seg == 1, tiny.seg == 4], [1, 2, 3], 0).astype(np.uint8)
     _save(case_dir / "case_a_seg.nii.gz", msd, tiny.affine)
-    with _raises(r"case_a_seg\.nii\.gz: labels \[0, 1, 2, 3\] look like the MSD Task01 convention"):
+    with _raises(r"case_a_seg\.nii\.gz: labels \[0, 1, 2, 3\] are not BraTS 2018-2021 labels 0/1/2/4 .*"
+                 r"name the case's files -t1n/-t1c/-t2w/-t2f/-seg .*MSD Task01 labels \(1 edema"):
+        load_case(case_dir)
+
+
+@pytest.mark.parametrize("kind", ["broken link", "folder"])
+def test_unreadable_file_is_named(case_dir: Path, kind: str) -> None:
+    path = case_dir / "case_a_t2.nii.gz"
+    path.unlink()
+    if kind == "broken link":
+        path.symlink_to(case_dir / "gone.nii.gz")
+    else:
+        path.mkdir()
+    [files] = find_cases(case_dir) if kind == "broken link" else [CaseFiles("case_a", {
+        m: case_dir / f"case_a_{m}.nii.gz" for m in MODALITIES})]
+    with _raises(rf"case_a_t2\.nii\.gz: cannot be read: the file is a {kind}"):
+        load_case(files)
+
+
+def test_file_the_system_refuses_is_named(case_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(path: Path, *args: object, **kwargs: object) -> None:
+        raise PermissionError(13, "Permission denied", str(path))  # as for a file without read permission
+
+    monkeypatch.setattr("brats_core.nifti.nib.load", refuse)
+    with _raises(r"case_a_t1\.nii\.gz: cannot be read \(Permission denied\)"):
         load_case(case_dir)
 
 

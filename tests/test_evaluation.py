@@ -21,7 +21,7 @@ from brats_core.evaluation import (
     write_reports,
 )
 from brats_core.nifti import save_labels
-from brats_core.synth import make_synthetic_case
+from brats_core.synth import make_synthetic_case, write_case
 
 SHAPE = (48, 48, 32)
 
@@ -195,6 +195,18 @@ def test_evaluate_folders_rejects_bad_labels(cases_dir: Path, tmp_path: Path) ->
     with pytest.raises(BratsError, match="labels outside") as info:
         evaluate_folders(tmp_path / "pred", cases_dir, tmp_path / "out", progress=False)
     assert str(bad) in str(info.value)
+
+
+def test_evaluate_folders_reads_brats2023_labels_in_references_and_predictions(tmp_path: Path) -> None:
+    """A BraTS 2023+ case marks enhancing tumour 3 in its seg; predictions for it may use 3 or 4 alike."""
+    case = make_synthetic_case("BraTS-GLI-00001-000", shape=(40, 40, 24), seed=2)
+    write_case(case, tmp_path / "refs", naming="brats2023")
+    save_labels(np.where(case.seg == 4, 3, case.seg), case.affine, tmp_path / "p3" / f"{case.case_id}.nii.gz")
+    save_labels(case.seg, case.affine, tmp_path / "p4" / f"{case.case_id}.nii.gz")
+    for pred in ("p3", "p4"):
+        summary = evaluate_folders(tmp_path / pred, tmp_path / "refs", tmp_path / f"out_{pred}", progress=False)
+        assert [summary[r]["dice"]["mean"] for r in ("WT", "TC", "ET")] == [1.0, 1.0, 1.0]
+    assert (case.seg == 4).any()
 
 
 def test_evaluate_folders_rejects_missing_prediction_folder(cases_dir: Path, tmp_path: Path) -> None:
