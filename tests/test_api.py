@@ -19,13 +19,14 @@ import pytest
 from api_support import SAMPLE_ZIP, api_settings, multipart
 from fastapi.testclient import TestClient
 from PIL import Image
-from support import Oracle, case_paths, case_zip, write_fusion_cv
+from support import Oracle, case_paths, case_zip, write_fusion_cv, zip_bytes
 
 from brats_app.registry import default_checkpoint
 from brats_core.cases import Case, CaseFiles, find_cases, load_case
 from brats_core.config import REGIONS, REPO_ROOT
 from brats_core.errors import BratsError, CheckpointError
 from brats_core.figures import LABEL_COLOURS
+from brats_core.nifti import save_labels
 from brats_core.synth import make_synthetic_case, write_case
 from Deep_Learning_Model.export import write_random_export
 from Deep_Learning_Model.model import ModelConfig
@@ -366,6 +367,58 @@ def test_a_prediction_never_recreates_a_deleted_upload(tmp_path: Path) -> None:
     with pytest.raises(NotFoundError, match=upload_id):
         storage.create_prediction(upload_id)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("ending", ["commit", "abandon"])
+def test_a_prediction_finishing_after_its_upload_was_deleted_leaves_nothing(
+    tmp_path: Path, two_cases: list[CaseFiles], ending: str
+) -> None:
+    """DELETE during inference: the label map written afterwards recreates the folders; the end removes them."""
+    storage = Storage(tmp_path, ttl=60.0)
+    upload_id, _ = storage.create_upload()
+    storage.commit_upload(upload_id, [{"case_id": "c", "images": {"flair": "files/c_flair.nii.gz"}, "seg": None}])
+    pending = storage.begin_prediction(upload_id, None)
+    storage.delete_upload(upload_id)
+    save_labels(np.zeros((4, 4, 4), np.uint8), np.eye(4), pending.segmentation)  # as the inference would
+    with pytest.raises(NotFoundError, match="deleted during the prediction"):
+        if ending == "commit":
+            storage.commit_prediction(pending, {"model": "sspp"})
+        else:
+            storage.abandon_prediction(pending)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_storage_delete_waits_for_a_record_change_in_another_process(tmp_path: Path) -> None:
+    """The record lock is an flock of the storage folder: a second process holding it keeps a delete waiting."""
+    storage = Storage(tmp_path, ttl=60.0)
+    upload_id, _ = storage.create_upload()
+    storage.commit_upload(upload_id, [])
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDONLY); "
+         "fcntl.flock(fd, fcntl.LOCK_EX); print('held', flush=True); time.sleep(1.0)", str(tmp_path)],
+        stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    started = time.monotonic()
+    storage.delete_upload(upload_id)
+    waited = time.monotonic() - started
+    holder.wait(timeout=10)
+    assert waited > 0.3 and not (tmp_path / upload_id).exists()
+
+
+def test_the_disk_limit_counts_an_upload_s_unpacked_files(
+    tmp_path: Path, random_export: Path, two_cases: list[CaseFiles]
+) -> None:
+    """A zip that fits while it streams in but not once unpacked is refused with 503 and leaves nothing."""
+    case = load_case(two_cases[0])
+    files = write_case(case, tmp_path / "raw", compress=False)  # .nii: unpacked, far larger than the zip
+    archive = tmp_path / "case.zip"
+    archive.write_bytes(zip_bytes(((f"c/{p.name}", p.read_bytes()) for p in case_paths(files)), zipfile.ZIP_DEFLATED))
+    unpacked = sum(p.stat().st_size for p in case_paths(files))
+    assert archive.stat().st_size * 3 < unpacked
+    with oracle_client(tmp_path, random_export, max_disk_bytes=unpacked // 2) as client:
+        refused = client.post("/upload", files=multipart([archive]))
+        assert refused.status_code == 503 and "storage is full" in refused.json()["detail"]
+        assert list((tmp_path / "data").iterdir()) == []
 
 
 def test_full_storage_refuses_uploads_with_503(

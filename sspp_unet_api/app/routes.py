@@ -35,7 +35,7 @@ from sspp_unet_api.app.schemas import (
     UploadResponse,
 )
 from sspp_unet_api.app.spool import DiskBudgetExceeded, ingest_spooled, spool_form
-from sspp_unet_api.app.storage import SEGMENTATION, NotFoundError, Storage
+from sspp_unet_api.app.storage import SEGMENTATION, NotFoundError, Storage, StorageFull
 from sspp_unet_api.app.uploads import ingest
 
 #: Concurrent upload validations (each loads its cases fully) and overlay renderings, in worker threads.
@@ -124,8 +124,8 @@ async def _create_upload(request: Request, max_fields: int) -> tuple[dict, dict[
                                 max_fields=max_fields, budget=budget)
         cases = await anyio.to_thread.run_sync(trimmed(ingest_spooled), form, folder, ingest, settings,
                                                limiter=_limiter(request))
-        return storage.commit_upload(upload_id, cases), form.fields
-    except DiskBudgetExceeded:
+        return storage.commit_upload(upload_id, cases, max_bytes=settings.max_disk_bytes), form.fields
+    except (DiskBudgetExceeded, StorageFull):  # streaming in, or unpacked (a zip's contents count too)
         storage.discard(upload_id)
         raise full from None
     except ClientDisconnect:

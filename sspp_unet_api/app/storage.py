@@ -8,6 +8,10 @@ Layout (every name below ``root`` is chosen by the server; client file names nev
 
 An upload and its predictions expire together ``ttl`` seconds after the upload or its latest prediction.
 Expired or unknown ids raise :class:`NotFoundError`; :meth:`Storage.sweep` deletes what has expired.
+
+Changes to an upload's record and its deletion hold one lock, shared by the threads of a process and, through
+an ``flock`` on ``<root>``, by every process serving the same folder: a prediction that finishes after its
+upload was deleted finds it gone and removes what it wrote, instead of leaving files no record names.
 """
 
 from __future__ import annotations
@@ -18,7 +22,8 @@ import shutil
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +32,11 @@ from brats_core.errors import BratsError
 from brats_core.files import atomic_path
 from sspp_unet_api.app.uploads import case_files
 
+try:
+    import fcntl
+except ImportError:  # Windows: the threads of one process are still serialised
+    fcntl = None
+
 RECORD = "upload.json"
 PREDICTION_RECORD = "prediction.json"
 SEGMENTATION = "segmentation.nii.gz"
@@ -34,6 +44,10 @@ SEGMENTATION = "segmentation.nii.gz"
 
 class NotFoundError(LookupError):
     """An upload or prediction id that is malformed, unknown, deleted or expired."""
+
+
+class StorageFull(Exception):
+    """Committing an upload would leave the storage folder over its byte limit."""
 
 
 @dataclass(frozen=True)
@@ -103,11 +117,18 @@ class Storage:
         (folder / "files").mkdir(parents=True)
         return upload_id, folder
 
-    def commit_upload(self, upload_id: str, cases: list[dict]) -> dict:
-        """Record the validated ``cases`` of an upload and make it visible; returns the record."""
+    def commit_upload(self, upload_id: str, cases: list[dict], max_bytes: int | None = None) -> dict:
+        """Record the validated ``cases`` of an upload and make it visible; returns the record.
+
+        With ``max_bytes``: :class:`StorageFull` when the folder, this upload's unpacked files included, holds
+        more (checked under the lock, so of uploads finishing together the later ones are refused).
+        """
         now = self.clock()
         record = {"upload_id": upload_id, "created_at": now, "expires_at": now + self.ttl, "cases": cases}
-        _write_json(self._folder(upload_id) / RECORD, record)
+        with self._locked():
+            if max_bytes is not None and self.usage_bytes() > max_bytes:
+                raise StorageFull(f"storage holds more than {max_bytes} bytes")
+            _write_json(self._folder(upload_id) / RECORD, record)
         return record
 
     def upload(self, upload_id: str) -> dict:
@@ -122,7 +143,7 @@ class Storage:
 
     def touch(self, upload_id: str) -> dict:
         """Extend a live upload's life to ``ttl`` from now (a prediction was made); returns the record."""
-        with self._lock:
+        with self._locked():
             record = self.upload(upload_id)
             record["expires_at"] = max(record["expires_at"], self.clock() + self.ttl)
             _write_json(self._folder(upload_id) / RECORD, record)
@@ -130,8 +151,9 @@ class Storage:
 
     def delete_upload(self, upload_id: str) -> None:
         """Delete a live upload with its predictions."""
-        self.upload(upload_id)
-        self.discard(upload_id)
+        with self._locked():
+            self.upload(upload_id)
+            self.discard(upload_id)
 
     def discard(self, upload_id: str) -> None:
         """Remove an upload folder whatever its state (used for failed uploads)."""
@@ -169,16 +191,31 @@ class Storage:
     def abandon_prediction(self, pending: PendingPrediction) -> None:
         """Remove a prediction that failed; :class:`NotFoundError` if its upload was deleted meanwhile."""
         shutil.rmtree(pending.folder, ignore_errors=True)
-        if not self._folder(pending.upload_id).exists():
-            raise NotFoundError(f"upload {pending.upload_id} was deleted during the prediction")
+        with self._locked():
+            if self._drop_if_deleted(pending.upload_id):
+                raise NotFoundError(f"upload {pending.upload_id} was deleted during the prediction")
 
     def commit_prediction(self, pending: PendingPrediction, result: dict) -> tuple[dict, float]:
         """Record a finished prediction (``result``: model, device, metrics...); returns the record and the
-        upload's expiry."""
+        upload's expiry. :class:`NotFoundError` if the upload was deleted or expired meanwhile; what the
+        prediction wrote is then removed with it."""
         record = {"prediction_id": pending.prediction_id, "upload_id": pending.upload_id,
                   "case_id": pending.case_id, "image": pending.image, "created_at": self.clock(), **result}
-        _write_json(pending.folder / PREDICTION_RECORD, record)
-        return record, self.upload(pending.upload_id)["expires_at"]
+        with self._locked():
+            if self._drop_if_deleted(pending.upload_id):
+                raise NotFoundError(f"upload {pending.upload_id} was deleted during the prediction")
+            expires_at = self.upload(pending.upload_id)["expires_at"]
+            _write_json(pending.folder / PREDICTION_RECORD, record)
+        return record, expires_at
+
+    def _drop_if_deleted(self, upload_id: str) -> bool:
+        """True if the upload's record is gone (deleted during a prediction, which may have written files
+        since); those files are removed. Call with the lock held."""
+        folder = self._folder(upload_id)
+        if (folder / RECORD).exists():
+            return False
+        shutil.rmtree(folder, ignore_errors=True)
+        return True
 
     def prediction(self, prediction_id: str) -> tuple[dict, Path]:
         """The record and folder of a prediction whose upload is live."""
@@ -197,19 +234,22 @@ class Storage:
     # --------------------------------------------------------------------------------------- maintenance
     def sweep(self) -> int:
         """Delete expired uploads and abandoned partial ones (no record after ``ttl``); returns how many."""
-        now, removed = self.clock(), 0
+        removed = 0
         for folder in self.root.iterdir():
-            if not folder.is_dir() or not is_valid_id(folder.name):
+            if not folder.is_dir() or not is_valid_id(folder.name) or not self._expired(folder):
                 continue
-            record = _read_json(folder / RECORD)
-            try:
-                expired = record["expires_at"] <= now if record else folder.stat().st_mtime + self.ttl <= now
-            except OSError:
-                continue
-            if expired:
-                shutil.rmtree(folder, ignore_errors=True)
-                removed += 1
+            with self._locked():  # a prediction may have extended it since
+                if self._expired(folder):
+                    shutil.rmtree(folder, ignore_errors=True)
+                    removed += 1
         return removed
+
+    def _expired(self, folder: Path) -> bool:
+        record = _read_json(folder / RECORD)
+        try:
+            return record["expires_at"] <= self.clock() if record else folder.stat().st_mtime + self.ttl <= self.clock()
+        except OSError:
+            return False
 
     def usage_bytes(self) -> int:
         """Bytes of all files under ``root``."""
@@ -221,6 +261,21 @@ class Storage:
                 except OSError:
                     continue
         return total
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        """The lock of record changes: this process's threads, then every process on ``root`` (``flock`` of the
+        folder)."""
+        with self._lock:
+            if fcntl is None:
+                yield
+                return
+            descriptor = os.open(self.root, os.O_RDONLY)  # the folder itself: no lock file among the uploads
+            try:
+                fcntl.flock(descriptor, fcntl.LOCK_EX)  # released when the descriptor closes
+                yield
+            finally:
+                os.close(descriptor)
 
     def _folder(self, upload_id: str) -> Path:
         if not is_valid_id(upload_id):
