@@ -23,7 +23,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -272,7 +272,8 @@ class Storage:
                 return
             descriptor = os.open(self.root, os.O_RDONLY)  # the folder itself: no lock file among the uploads
             try:
-                fcntl.flock(descriptor, fcntl.LOCK_EX)  # released when the descriptor closes
+                with suppress(OSError):  # e.g. NFS, where Linux maps flock to write locks a folder cannot take
+                    fcntl.flock(descriptor, fcntl.LOCK_EX)  # released when the descriptor closes
                 yield
             finally:
                 os.close(descriptor)
