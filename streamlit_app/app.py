@@ -39,6 +39,10 @@ from streamlit_app.selection import LocalSelection, read_segmentation, selection
 
 LOG = logging.getLogger("streamlit_app")
 SAMPLE_NAME = "sample_case.zip"
+#: Shown with the sample: the shipped models were trained on all 27 development cases, the sample among them.
+SAMPLE_NOTE = ("The sample is one of the 27 cases the shipped models were trained on, so its Dice here is a "
+               "training score, not what to expect on a new patient: for that, see the 5-fold cross-validation "
+               "in the README.")
 state = st.session_state
 
 
@@ -92,6 +96,7 @@ def choose_files() -> tuple[list[tuple[str, bytes]], str] | None:
             return None
         if not state.get("sample"):
             return None
+        st.caption(SAMPLE_NOTE)
         return _with_digest(("sample", state.sample[0]), [(SAMPLE_NAME, state.sample[1])])
     if not uploaded:
         return None

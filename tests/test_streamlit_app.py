@@ -287,6 +287,7 @@ def test_app_shows_health_then_sample_prediction_and_viewer(api, monkeypatch):
     assert not at.exception and not _errors(at)
     assert at.table[0].value.index.tolist() == ["synth_ui"]
     assert at.get("download_button")[0].label == "Download the sample zip"
+    assert any("a training score, not what to expect on a new patient" in c.value for c in at.caption)
     images = at.get("image")
     assert [img.proto.imgs[0].caption for img in images] == [
         "T1",
