@@ -21,11 +21,11 @@ from pathlib import Path
 import numpy as np
 
 from brats_core.cache import open_cache
-from brats_core.config import REGIONS
 from brats_core.errors import BratsError
 from brats_core.evaluation import evaluate_case, write_reports
 from brats_core.postprocess import PostprocessConfig, apply_postprocess, tune_postprocess
 from brats_core.preprocessing import Preprocessed
+from brats_core.provenance import cv_record
 from brats_core.split import load_split
 from Deep_Learning_Model.export import read_export
 from Deep_Learning_Model.fusion import FUSED, raw_segmenter
@@ -190,13 +190,10 @@ def score_folds(model: str, out: Path, cache: Path, splits: Path, tta: bool = Fa
 
 
 def record_cv(export: Path, model: str, out: Path) -> None:
-    """Write the CV summary (means and sds per region) and the tuned post-processing into ``export``."""
-    cv = cv_dir(out, model)
+    """Write the CV (:func:`brats_core.provenance.cv_record`: the post-processed out-of-fold scores, the raw ones
+    and the tuning report) and the tuned post-processing into ``export``."""
+    cv = cv_record(cv_dir(out, model))
     payload = read_export(export)
-    summary = json.loads((cv / "summary.json").read_text())
-    scores = {r: {m: summary[r][m] for m in ("dice", "hd95")} for r in REGIONS}
-    tuning = json.loads((cv / "postprocess.json").read_text())
-    payload["info"] = {**payload.get("info", {}), "cv": {"cases": summary["n_cases"], "scores": scores,
-                                                          "postprocess_tuning": tuning}}
-    payload["postprocess"] = PostprocessConfig.from_dict(tuning["chosen"]).to_dict()
+    payload["info"] = {**payload.get("info", {}), "cv": cv}
+    payload["postprocess"] = PostprocessConfig.from_dict(cv["postprocess_tuning"]["chosen"]).to_dict()
     save_atomic(payload, export)

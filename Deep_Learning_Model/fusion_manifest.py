@@ -7,7 +7,8 @@ tuned on its own out-of-fold predictions; that CV's scores come with it::
      "members": [{"model": "unet", "file": "unet.pt", "sha256": "..."}, ...],   # files relative to the manifest
      "weights": [1.0, 1.0],
      "postprocess": PostprocessConfig.to_dict(),
-     "info": {"created": "YYYY-MM-DD", "cv": {"cases": 27, "scores": {...}, "postprocess_tuning": {...}}}}
+     "info": {"created": "YYYY-MM-DD", "cv": {"cases": 27, "scores": {...}, "scores_without_postprocess": {...},
+                                             "postprocess_tuning": {...}}}}
 
 The scores and the tuning hold for exactly those members, so a member whose bytes no longer match its recorded
 checksum is refused. The CV is read from ``<OUT>/fusion/cv`` (``python -m Deep_Learning_Model.cv score --model
@@ -25,12 +26,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from brats_core.config import REGIONS, REPO_ROOT
+from brats_core.config import REPO_ROOT
 from brats_core.errors import BratsError, CheckpointError
 from brats_core.files import atomic_path
 from brats_core.helptext import PlainHelpFormatter, description
 from brats_core.postprocess import PostprocessConfig
-from brats_core.provenance import today
+from brats_core.provenance import cv_record, today
 from Deep_Learning_Model.serialization import plain_data
 
 FORMAT, VERSION = "brats-fusion", 1
@@ -103,7 +104,7 @@ def _member_cases(export: Path) -> tuple[str, float | None]:
 def write_manifest(out: Path | str, members: Sequence[Path], cv_out: Path,
                    weights: Sequence[float] | None = None) -> Path:
     """Write the manifest of the fusion of ``members`` with the post-processing and scores of the fusion's CV in
-    ``cv_out/fusion/cv`` (its ``summary.json`` and ``postprocess.json``)."""
+    ``cv_out/fusion/cv`` (:func:`brats_core.provenance.cv_record`)."""
     from Deep_Learning_Model.cv_oof import cv_dir
 
     out, cv = Path(out), cv_dir(Path(cv_out), "fusion")
@@ -113,10 +114,8 @@ def write_manifest(out: Path | str, members: Sequence[Path], cv_out: Path,
     if len(weights) != len(members) or min(weights) < 0 or sum(weights) <= 0:
         raise BratsError(f"fusion weights {weights} must be one non-negative number per member, not all 0")
     try:
-        summary = json.loads((cv / "summary.json").read_text())
-        tuning = json.loads((cv / "postprocess.json").read_text())
-        scores = {r: {m: summary[r][m] for m in ("dice", "hd95")} for r in REGIONS}
-        postprocess = PostprocessConfig.from_dict(tuning["chosen"])
+        record = cv_record(cv)
+        postprocess = PostprocessConfig.from_dict(record["postprocess_tuning"]["chosen"])
     except FileNotFoundError as exc:
         raise BratsError(f"{exc.filename}: no fusion CV there (run `python -m Deep_Learning_Model.cv score "
                          f"--model fusion --out {cv_out}` first)") from None
@@ -125,14 +124,13 @@ def write_manifest(out: Path | str, members: Sequence[Path], cv_out: Path,
     entries = []
     for member in map(Path, members):
         arch, cases = _member_cases(member)
-        if cases is not None and cases != summary["n_cases"]:
-            raise BratsError(f"{member}: its CV covers {cases} cases, the fusion's CV in {cv} {summary['n_cases']}")
+        if cases is not None and cases != record["cases"]:
+            raise BratsError(f"{member}: its CV covers {cases} cases, the fusion's CV in {cv} {record['cases']}")
         entries.append({"model": arch, "file": Path(os.path.relpath(member.resolve(), out.parent.resolve())).as_posix(),
                         "sha256": sha256_of(member)})
     payload = {"format": FORMAT, "version": VERSION, "members": entries, "weights": weights,
                "postprocess": postprocess.to_dict(),
-               "info": {"created": today(), "cv": {"cases": summary["n_cases"], "scores": scores,
-                                                   "postprocess_tuning": tuning}}}
+               "info": {"created": today(), "cv": record}}
     with atomic_path(out) as tmp:
         tmp.write_text(json.dumps(plain_data(payload, "fusion manifest"), indent=1) + "\n")
     return out

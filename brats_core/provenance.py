@@ -75,6 +75,28 @@ def cv_scores(summary_path: Path | str) -> dict[str, float]:
         raise BratsError(f"{path}: not a cross-validation summary of the harness ({type(exc).__name__}: {exc})") from None
 
 
+def cv_record(cv: Path | str) -> dict:
+    """What a final checkpoint records of the CV whose reports are in folder ``cv`` (a deep model's
+    ``<out>/<model>/cv``): ``{"cases", "scores", "scores_without_postprocess", "postprocess_tuning"}``.
+
+    ``scores`` (mean, sd, median of Dice and HD95 per region) are those of the served configuration, the
+    out-of-fold predictions with the tuned post-processing (``postprocessed/summary.json``); the tuning report is
+    ``postprocess.json``. Missing files raise FileNotFoundError, other shapes KeyError/TypeError/ValueError.
+    """
+    cv = Path(cv)
+    raw = json.loads((cv / "summary.json").read_text())
+    served = json.loads((cv / "postprocessed" / "summary.json").read_text())
+    tuning = json.loads((cv / "postprocess.json").read_text())
+    if served["n_cases"] != raw["n_cases"]:
+        raise ValueError(f"{cv}: postprocessed/summary.json holds {served['n_cases']} cases, summary.json {raw['n_cases']}")
+
+    def scores(summary: Mapping) -> dict:
+        return {r: {m: dict(summary[r][m]) for m in ("dice", "hd95")} for r in REGIONS}
+
+    return {"cases": raw["n_cases"], "scores": scores(served), "scores_without_postprocess": scores(raw),
+            "postprocess_tuning": tuning}
+
+
 def add_final_options(parser: argparse.ArgumentParser, all_cases_help: str, cv_help: str) -> None:
     """``--all-cases`` and ``--cv OUT`` of a family's training command: a final checkpoint fitted on every case,
     which records the out-of-fold scores (and may take tuned values) of the cross-validation in ``OUT``."""

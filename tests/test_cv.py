@@ -102,8 +102,10 @@ def test_cv_trains_in_resumable_calls_scores_out_of_fold_and_trains_the_final_mo
     from Deep_Learning_Model.predictor import Predictor
 
     provenance = Predictor.from_export(tmp_path / "unet/final/export.pt", "cpu").provenance
-    summary = json.loads((tmp_path / "unet/cv/summary.json").read_text())
-    assert provenance.cv_scores["cv_WT_dice_mean"] == pytest.approx(summary["WT"]["dice"]["mean"])
+    served = json.loads((tmp_path / "unet/cv/postprocessed/summary.json").read_text())  # as the export serves
+    raw = json.loads((tmp_path / "unet/cv/summary.json").read_text())
+    assert provenance.cv_scores["cv_WT_dice_mean"] == pytest.approx(served["WT"]["dice"]["mean"])
+    assert info["cv"]["scores_without_postprocess"]["WT"]["dice"]["mean"] == pytest.approx(raw["WT"]["dice"]["mean"])
     assert provenance.cv_scores["cv_n_cases"] == 4
 
 

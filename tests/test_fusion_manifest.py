@@ -12,9 +12,10 @@ from support import write_fusion_cv
 
 from brats_app.cli import main as brats
 from brats_app.registry import load_segmenter
-from brats_core.config import REGIONS, REPO_ROOT
+from brats_core.config import REPO_ROOT
 from brats_core.errors import CheckpointError
 from brats_core.postprocess import PostprocessConfig
+from brats_core.provenance import cv_record
 from brats_core.synth import make_synthetic_case
 from Deep_Learning_Model.export import read_export, write_random_export
 from Deep_Learning_Model.fusion import FusionSegmenter
@@ -53,7 +54,8 @@ def test_brats_train_fusion_writes_a_manifest_the_registry_loads(members: Path, 
     assert isinstance(fused, FusionSegmenter) and fused.weights == [0.5, 0.5]
     assert fused.postprocess == PostprocessConfig.from_dict(tuning["chosen"])
     scores = fused.provenance.cv_scores
-    assert scores["cv_n_cases"] == 27 and scores["cv_TC_dice_mean"] == pytest.approx(0.8)
+    assert scores["cv_n_cases"] == 27 and scores["cv_TC_dice_mean"] == pytest.approx(0.81)  # post-processed
+    assert manifest["info"]["cv"]["scores_without_postprocess"]["TC"]["dice"]["mean"] == pytest.approx(0.8)
     assert fused.provenance.created == manifest["info"]["created"]
     # the same fusion by hand, with the tuned post-processing: the same labels
     by_hand = FusionSegmenter([Predictor.from_export(members / f"{m}.pt", device="cpu") for m in ("unet", "sspp")],
@@ -130,14 +132,14 @@ def test_writing_a_manifest_needs_a_fusion_cv_of_the_same_cases(members: Path, t
     assert not (members / "fusion.json").exists()
 
 
-def test_the_shipped_manifest_records_the_committedwrite_fusion_cv() -> None:
+def test_the_shipped_manifest_records_the_committed_fusion_cv() -> None:
     """``Deep_Learning_Model/checkpoints/fusion.json`` = ``brats train fusion --cv results/cv27_cpu``."""
     manifest = json.loads((REPO_ROOT / "Deep_Learning_Model" / "checkpoints" / "fusion.json").read_text())
     cv = REPO_ROOT / "results" / "cv27_cpu" / "fusion" / "cv"
-    summary = json.loads((cv / "summary.json").read_text())
+    served = json.loads((cv / "postprocessed" / "summary.json").read_text())
     tuning = json.loads((cv / "postprocess.json").read_text())
     assert manifest["postprocess"] == PostprocessConfig.from_dict(tuning["chosen"]).to_dict()
-    assert manifest["info"]["cv"]["cases"] == 27
-    assert manifest["info"]["cv"]["scores"] == {r: {m: summary[r][m] for m in ("dice", "hd95")} for r in REGIONS}
+    assert manifest["info"]["cv"] == cv_record(cv) and manifest["info"]["cv"]["cases"] == 27
+    assert manifest["info"]["cv"]["scores"]["WT"]["dice"] == served["WT"]["dice"]  # as served: post-processed
     fused = load_segmenter("fusion", device="cpu")  # the checksums match the shipped unet.pt and sspp.pt
     assert [p.model_config.arch for p in fused.predictors] == ["unet", "sspp"]
