@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 from contextlib import ExitStack
 from pathlib import Path
 
 from tqdm import tqdm
 
-from brats_app.registry import REGISTRY, load_segmenter
+from brats_app.registry import REGISTRY, load_segmenter, models_of
 from brats_core.cases import CaseFiles, open_cases
 from brats_core.errors import BratsError
 from brats_core.evaluation import Segmenter, segment_case
@@ -61,7 +62,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--model", required=True, help=f"model name: {', '.join(REGISTRY)}")
     parser.add_argument("--out", required=True, type=Path, help="output folder for <case_id>.nii.gz")
     parser.add_argument("--checkpoint", type=Path, help="model checkpoint (default: the shipped one)")
-    parser.add_argument("--device", choices=("cpu", "cuda"), help="default: the model's choice")
+    parser.add_argument("--device", choices=("cpu", "cuda"),
+                        help="deep models (unet, sspp, fusion); default: CUDA when torch finds a GPU, else CPU. "
+                             "The naive and classical models always run on the CPU")
     parser.add_argument("--tta", action="store_true", help="test-time augmentation (models that support it)")
     parser.add_argument("inputs", nargs="+", type=Path, help="case folder, folder of cases or .zip")
     args = parser.parse_args(argv)
@@ -70,6 +73,9 @@ def main(argv: list[str]) -> int:
     # The model first: a wrong name or a missing or bad checkpoint is reported before any input is read.
     if args.checkpoint is not None and not args.checkpoint.is_file():
         raise BratsError(f"{args.checkpoint}: checkpoint file not found (--checkpoint)")
+    if args.device == "cuda" and args.model not in models_of("Deep_Learning_Model"):
+        print(f"brats predict: note: model {args.model!r} runs on the CPU; --device cuda does not apply to it",
+              file=sys.stderr)
     options = {"tta": True} if args.tta else {}
     segmenter = load_segmenter(args.model, args.checkpoint, device=_device(args.device, world), **options)
     with ExitStack() as stack:

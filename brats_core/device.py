@@ -9,12 +9,28 @@ import contextlib
 
 import torch
 
+from brats_core.errors import BratsError
+
 
 def resolve_device(device: torch.device | str | None = None) -> torch.device:
-    """``None`` or ``"auto"``: CUDA when available, else CPU; anything else as given."""
+    """``None`` or ``"auto"``: CUDA when available, else CPU; anything else as given.
+
+    :class:`BratsError` for a name torch does not know and for a CUDA device this machine does not have.
+    """
     if device is None or device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        resolved = torch.device(device)
+    except RuntimeError as exc:
+        raise BratsError(f"unknown device {str(device)!r} ({exc}); use auto, cpu or cuda") from None
+    if resolved.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise BratsError(f"device {str(device)!r} asked for, but torch finds no CUDA GPU on this machine "
+                             "(no NVIDIA driver or GPU, or a CPU-only torch build); use cpu or auto")
+        if resolved.index is not None and resolved.index >= count:
+            raise BratsError(f"device {str(device)!r} asked for, but this machine has {count} CUDA GPU(s)")
+    return resolved
 
 
 def autocast_dtype(device: torch.device) -> torch.dtype | None:

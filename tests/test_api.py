@@ -279,6 +279,8 @@ def test_tta_is_refused_for_a_model_without_flips(
 def test_models_with_pickled_checkpoints_are_never_served(tmp_path: Path, random_export: Path) -> None:
     with pytest.raises(BratsError, match="pickle"):
         create_app(api_settings(tmp_path, random_export, allowed_models=("sspp", "ridge")))
+    with pytest.raises(BratsError, match=r"unknown model\(s\) foo in BRATS_ALLOWED_MODELS"):
+        create_app(api_settings(tmp_path, random_export, allowed_models=("sspp", "foo")))
 
 
 # --------------------------------------------------------------------------------------------------- results

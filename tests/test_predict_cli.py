@@ -111,6 +111,32 @@ def test_predict_errors(cases_dir: Path, tmp_path: Path, capsys) -> None:
     assert not list(tmp_path.iterdir())
 
 
+def test_cuda_without_a_gpu_is_a_one_line_error(cases_dir: Path, tmp_path: Path, capsys, monkeypatch) -> None:
+    import torch
+
+    from brats_core.device import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    assert brats(["predict", "--model", "unet", "--device", "cuda", "--out", str(tmp_path), str(cases_dir)]) == 1
+    err = capsys.readouterr().err
+    assert "device 'cuda' asked for, but torch finds no CUDA GPU on this machine" in err and "Traceback" not in err
+    assert not list(tmp_path.iterdir())
+    with pytest.raises(BratsError, match="unknown device 'gpu0'"):
+        resolve_device("gpu0")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(BratsError, match=r"device 'cuda:1' asked for, but this machine has 1 CUDA GPU"):
+        resolve_device("cuda:1")
+    assert resolve_device("cpu") == torch.device("cpu")
+
+
+def test_cuda_for_a_model_that_runs_on_the_cpu_says_so(cases_dir: Path, tmp_path: Path, capsys) -> None:
+    argv = ["predict", "--model", MODEL, "--device", "cuda", "--out", str(tmp_path), str(cases_dir / "synth_000")]
+    assert brats(argv) == 0
+    assert f"model '{MODEL}' runs on the CPU; --device cuda does not apply to it" in capsys.readouterr().err
+
+
 def test_tta_reaches_the_loader(cases_dir: Path, tmp_path: Path) -> None:
     assert registry.load_segmenter(MODEL, tta=True).tta is True
     assert (

@@ -51,6 +51,10 @@ class InferenceService:
 
     def __init__(self, settings: Settings, segmenter: Segmenter | None = None) -> None:
         servable = registry.pickle_free_models()
+        unknown = [m for m in settings.allowed_models if m not in registry.REGISTRY]
+        if unknown:
+            raise BratsError(f"unknown model(s) {', '.join(unknown)} in BRATS_ALLOWED_MODELS / BRATS_MODEL; "
+                             f"the API can serve {', '.join(servable)}")
         not_servable = [m for m in settings.allowed_models if m not in servable]
         if not_servable:
             raise BratsError(
