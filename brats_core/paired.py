@@ -25,6 +25,7 @@ from scipy import stats
 from brats_core.config import REGIONS
 from brats_core.errors import BratsError
 from brats_core.helptext import PlainHelpFormatter, description
+from brats_core.split import load_split
 
 #: Metrics compared, and whether higher is better.
 HIGHER_IS_BETTER: dict[str, bool] = {"dice": True, "hd95": False}
@@ -123,15 +124,26 @@ def _side(paths: list[Path]) -> tuple[dict[str, dict[str, float]], str]:
     return scores, name
 
 
+def restrict(scores: dict[str, dict[str, float]], cases: list[str], name: str, source: str) -> dict:
+    """``scores`` of ``cases`` only; BratsError naming ``name`` and the cases it lacks."""
+    missing = sorted(set(cases) - set(scores))
+    if missing:
+        raise BratsError(f"{name} lacks {len(missing)} of the {len(cases)} cases of {source}: {', '.join(missing)}")
+    return {case: scores[case] for case in cases}
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="brats paired", description=description(__doc__),
                                      formatter_class=PlainHelpFormatter,
-                                     usage="brats paired A B [--json FILE] | --a A [A ...] --b B [B ...] [--json FILE]")
+                                     usage="brats paired A B [--split FILE] [--json FILE] | --a A [A ...] --b B [B ...] "
+                                           "[--split FILE] [--json FILE]")
     parser.add_argument("reports", type=Path, nargs="*", metavar="A B",
                         help="per_case.csv of A (the baseline) and of B (the change)")
     parser.add_argument("--a", type=Path, nargs="+", metavar="A", help="instead of the two reports: A's "
                         "reports (one per training seed), averaged per case")
     parser.add_argument("--b", type=Path, nargs="+", metavar="B", help="B's reports, averaged per case")
+    parser.add_argument("--split", type=Path, help="compare only this split's test cases (e.g. the patients a "
+                        "checkpoint never saw); both sides must hold them")
     parser.add_argument("--json", type=Path, help="also write the numbers to this JSON file")
     args = parser.parse_args(argv)
     if args.a or args.b:
@@ -144,11 +156,16 @@ def main(argv: list[str]) -> int:
         (a_path, b_path) = args.reports
         paths_a, paths_b = [a_path], [b_path]
     (a, name_a), (b, name_b) = _side(paths_a), _side(paths_b)
+    if args.split:
+        test = load_split(args.split)["test"]
+        a, b = (restrict(s, test, n, f"{args.split}'s test") for s, n in ((a, name_a), (b, name_b)))
     result = paired_differences(a, b, f"{name_a} and {name_b}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         saved = {"a": str(paths_a[0]), "b": str(paths_b[0])} if len(paths_a) == len(paths_b) == 1 else \
             {"a": [str(p) for p in paths_a], "b": [str(p) for p in paths_b]}
+        if args.split:
+            saved["split"] = str(args.split)
         args.json.write_text(json.dumps({**saved, **result}, indent=2) + "\n")
     print(markdown(result, name_a, name_b), end="")
     return 0

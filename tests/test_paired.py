@@ -77,6 +77,25 @@ def test_cli_prints_the_table_and_writes_json(tmp_path: Path, capsys) -> None:
     assert saved["n_cases"] == 2 and saved["ET_dice"]["better"] == 2 and saved["b"].endswith("b/per_case.csv")
 
 
+def test_split_restricts_both_sides_to_its_test_cases(tmp_path: Path, capsys) -> None:
+    """A's report holds more cases than B's; --split compares the patients of its test list only."""
+    write_reports(_rows({"p1": 0.5, "p2": 0.7, "p3": 0.1, "p9": 0.2}, dict.fromkeys(("p1", "p2", "p3", "p9"), 3)),
+                  tmp_path / "a")
+    write_reports(_rows({"p1": 0.7, "p2": 0.8, "p3": 0.9}, dict.fromkeys(("p1", "p2", "p3"), 3)), tmp_path / "b")
+    split = tmp_path / "split.json"
+    split.write_text(json.dumps({"seed": 0, "train": ["p3", "p9"], "val": [], "test": ["p1", "p2"],
+                                 "folds": [["p1", "p2", "p3", "p9"]]}))
+    reports = [str(tmp_path / "a/per_case.csv"), str(tmp_path / "b/per_case.csv")]
+    assert brats(["paired", *reports, "--split", str(split), "--json", str(tmp_path / "r.json")]) == 0
+    assert "over 2 cases" in capsys.readouterr().out
+    saved = json.loads((tmp_path / "r.json").read_text())
+    assert saved["WT_dice"]["mean"] == pytest.approx(0.15) and saved["split"] == str(split)
+    split.write_text(json.dumps({"seed": 0, "train": ["p3"], "val": [], "test": ["p1", "p9"],
+                                 "folds": [["p1", "p3", "p9"]]}))
+    assert brats(["paired", *reports, "--split", str(split)]) == 1
+    assert f"b/per_case.csv lacks 1 of the 2 cases of {split}'s test: p9" in capsys.readouterr().err
+
+
 HEADER = ["case_id", *(f"{r}_{m}" for r in REGIONS for m in ("dice", "hd95"))]
 
 
