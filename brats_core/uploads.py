@@ -54,8 +54,12 @@ def _check_names(names: list[str], limits: UploadLimits) -> None:
             f"{len(names)} NIfTI files uploaded; one case has at most {limits.max_files_per_case} "
             "(t1, t1ce, t2, flair and an optional seg): put several cases in a .zip"
         )
-    if len(set(map(str.lower, names))) != len(names):
-        raise BratsError(f"two files have the same name: {', '.join(sorted(names))}")
+    seen: dict[str, str] = {}
+    for name in names:
+        if name.lower() in seen:
+            same = "twice" if seen[name.lower()] == name else f"and {seen[name.lower()]!r} (names differ only in case)"
+            raise BratsError(f"file {name!r} sent {same}: every file of a case needs its own name")
+        seen[name.lower()] = name
 
 
 def _save(source: BinaryIO, target: Path) -> None:

@@ -236,6 +236,9 @@ def test_tta_runs_the_served_network_with_test_time_flips(
     assert refused.status_code == 422 and "tta" in refused.text
     assert sorted(root.iterdir()) == kept  # the one-shot upload of the refused request is gone
     assert client.post("/predict", json={"upload_id": upload_id, "tta": "maybe"}).status_code == 422
+    for loose in ("yes", "true", 1):  # JSON takes true or false only, as the schema says (no coercion)
+        assert client.post("/predict", json={"upload_id": upload_id, "tta": loose}).status_code == 422
+    assert "form field 'tta' must be true or false, got 'maybe'" in refused.json()["detail"]
 
 
 def test_the_fusion_is_served_from_its_manifest_with_or_without_flips(

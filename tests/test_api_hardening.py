@@ -55,6 +55,28 @@ def test_readme_promises_400_for_a_malformed_body(client: TestClient) -> None:
     assert response.status_code == 400 and "not valid JSON" in response.json()["detail"]
 
 
+def test_a_multipart_body_cut_before_its_closing_boundary_gets_400(client: TestClient, tmp_path: Path) -> None:
+    body = b'--XB\r\nContent-Disposition: form-data; name="files"; filename="c_t1.nii.gz"\r\n\r\nhalf a file'
+    response = client.post("/upload", content=body, headers={"Content-Type": "multipart/form-data; boundary=XB"})
+    assert response.status_code == 400 and "ends before its closing boundary" in response.json()["detail"]
+    assert uploads(tmp_path) == []
+
+
+def test_form_fields_are_named_or_refused(client: TestClient, tmp_path: Path, case: CaseFiles) -> None:
+    files = multipart(case_paths(case))
+    refused = client.post("/upload", files=files, data={"other": "x"})
+    assert refused.status_code == 422
+    assert refused.json()["detail"] == ("unexpected form field 'other': this endpoint takes files in the field "
+                                        "'files'")
+    refused = client.post("/predict", files=files, data={"foo": "1"})
+    assert refused.status_code == 422 and "unexpected form field 'foo': this endpoint takes the text fields " \
+        "case_id, model, tta and files in the field 'files'" in refused.json()["detail"]
+    twice = client.post("/predict", files=[*files, ("tta", (None, b"true")), ("tta", (None, b"false"))])
+    assert twice.status_code == 422 and "form field 'tta' sent twice" in twice.json()["detail"]
+    assert uploads(tmp_path) == []
+    assert client.post("/predict", files=files, data={"case_id": case.case_id, "tta": "false"}).status_code == 200
+
+
 def test_security_headers(client: TestClient, case: CaseFiles) -> None:
     uploaded = client.post("/upload", files=multipart(case_paths(case)))
     prediction = client.post("/predict", json={"upload_id": uploaded.json()["upload_id"]}).json()

@@ -124,7 +124,7 @@ def test_local_selection_from_nifti_files_and_from_zip(case_files, tmp_path):
         ([], "no file selected"),
         ([("a.zip", b"PK"), ("x_t1.nii.gz", b"")], "either one .zip or the NIfTI files"),
         ([("broken.zip", b"not a zip")], "not a valid zip"),
-        ([("x_t1.nii.gz", b"1"), ("x_t1.nii.gz", b"2")], "two files have the same name"),
+        ([("x_t1.nii.gz", b"1"), ("x_t1.nii.gz", b"2")], "file 'x_t1.nii.gz' sent twice"),
         ([("notes.txt", b"1")], "neither a .zip nor a NIfTI file"),
         ([("..", b"1")], "no usable characters"),
     ],

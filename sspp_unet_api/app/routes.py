@@ -21,6 +21,7 @@ from pydantic import ValidationError
 from starlette.requests import ClientDisconnect
 
 from brats_core import __version__
+from brats_core.errors import BratsError
 from sspp_unet_api.app.config import Settings
 from sspp_unet_api.app.inference import InferenceService, ServiceBusy, predict_case
 from sspp_unet_api.app.memory import trimmed
@@ -107,7 +108,7 @@ def _upload_response(record: dict) -> UploadResponse:
     return UploadResponse(upload_id=record["upload_id"], cases=cases, expires_at=_utc(record["expires_at"]))
 
 
-async def _create_upload(request: Request, max_fields: int) -> tuple[dict, dict[str, str]]:
+async def _create_upload(request: Request, fields: tuple[str, ...] = ()) -> tuple[dict, dict[str, str]]:
     """Stream a multipart body into a new upload's folder, validate and store it; returns the record and the
     form's text fields. Nothing is kept when the files are rejected or the client disconnects."""
     settings, storage = _settings(request), _storage(request)
@@ -121,7 +122,7 @@ async def _create_upload(request: Request, max_fields: int) -> tuple[dict, dict[
     upload_id, folder = storage.create_upload()
     try:
         form = await spool_form(request, folder / "spool", max_files=settings.max_members_per_case,
-                                max_fields=max_fields, budget=budget)
+                                fields=fields, budget=budget)
         cases = await anyio.to_thread.run_sync(trimmed(ingest_spooled), form, folder, ingest, settings,
                                                limiter=_limiter(request))
         return storage.commit_upload(upload_id, cases, max_bytes=settings.max_disk_bytes), form.fields
@@ -148,7 +149,7 @@ _UPLOAD_BODY = {"requestBody": {"required": True, "content": {"multipart/form-da
     openapi_extra=_UPLOAD_BODY,
 )
 async def upload(request: Request) -> UploadResponse:
-    record, _ = await _create_upload(request, max_fields=0)
+    record, _ = await _create_upload(request)
     return _upload_response(record)
 
 
@@ -197,6 +198,14 @@ async def _json_body(request: Request) -> bytes:
     return bytes(body)
 
 
+def _form_bool(value: str | None, name: str) -> bool:
+    """A form field's text as a boolean: true/false, 1/0 (any letter case); absent or empty is false."""
+    text = (value or "false").strip().lower()
+    if text not in ("true", "false", "1", "0"):
+        raise BratsError(f"form field {name!r} must be true or false, got {value[:40]!r}")
+    return text in ("true", "1")
+
+
 async def _predict_request(request: Request) -> tuple[PredictRequest, bool]:
     """The request as a :class:`PredictRequest`, and whether it is a one-shot multipart request, whose files
     are stored as a new upload first."""
@@ -209,13 +218,16 @@ async def _predict_request(request: Request) -> tuple[PredictRequest, bool]:
                 raise HTTPException(400, "the body is not valid JSON") from None
             raise RequestValidationError(exc.errors(include_url=False, include_context=False)) from None
     if content_type == "multipart/form-data":
-        record, fields = await _create_upload(request, max_fields=8)
+        record, fields = await _create_upload(request, fields=("case_id", "model", "tta"))
         try:
             body = PredictRequest(upload_id=record["upload_id"], case_id=fields.get("case_id") or None,
-                                  model=fields.get("model") or None, tta=fields.get("tta") or False)
+                                  model=fields.get("model") or None, tta=_form_bool(fields.get("tta"), "tta"))
         except ValidationError as exc:
             _storage(request).discard(record["upload_id"])  # the client never learnt this upload's id
             raise RequestValidationError(exc.errors(include_url=False, include_context=False)) from None
+        except BratsError:
+            _storage(request).discard(record["upload_id"])
+            raise
         return body, True
     raise HTTPException(415, "send JSON {\"upload_id\": ..., \"case_id\": ..., \"model\": ..., \"tta\": ...} or "
                              "multipart 'files' of one case")

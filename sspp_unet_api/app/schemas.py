@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 
 class ErrorResponse(BaseModel):
@@ -44,8 +44,8 @@ class PredictRequest(BaseModel):
     upload_id: str = Field(description="id returned by POST /upload")
     case_id: str | None = Field(default=None, description="case to segment; optional when the upload has one case")
     model: str | None = Field(default=None, description="one of the served models (GET /); default: the service's")
-    tta: bool = Field(default=False, description="test-time flips (deep models): the mean of 3 passes, about 3x "
-                      "the model time for a slightly better CV (README, Results)")
+    tta: StrictBool = Field(default=False, description="test-time flips (deep models): the mean of 3 passes, about "
+                            "2.5x the model time for a slightly better CV (README, Results); JSON true or false")
 
 
 class RegionMetrics(BaseModel):

@@ -17,7 +17,7 @@ from typing import BinaryIO
 
 import anyio.to_thread
 from python_multipart.exceptions import FormParserError
-from python_multipart.multipart import MultipartParser, parse_options_header
+from python_multipart.multipart import MultipartParser, MultipartState, parse_options_header
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
@@ -54,8 +54,8 @@ class _Part:
 class _Spooler:
     """python-multipart callbacks collecting fields and file bytes; :meth:`flush` writes the bytes to disk."""
 
-    def __init__(self, form: SpooledForm, max_files: int, max_fields: int, budget: int) -> None:
-        self.form, self.max_files, self.max_fields, self.budget = form, max_files, max_fields, budget
+    def __init__(self, form: SpooledForm, max_files: int, fields: tuple[str, ...], budget: int) -> None:
+        self.form, self.max_files, self.fields, self.budget = form, max_files, fields, budget
         self.part, self.header, self.value = _Part(), b"", b""
         self.pending: list[tuple[_Part, bytes]] = []
         self.pending_bytes = self.written = 0
@@ -85,8 +85,12 @@ class _Spooler:
             raise HTTPException(400, "malformed multipart body: a part has no Content-Disposition name")
         self.part.name = options[b"name"].decode("utf-8", "replace")
         if b"filename" not in options:
-            if len(self.form.fields) >= self.max_fields:
-                raise BratsError(f"too many form fields: at most {self.max_fields} ({', '.join(self.form.fields)})")
+            if self.part.name not in self.fields:
+                accepted = f"the text fields {', '.join(self.fields)} and " if self.fields else ""
+                raise BratsError(f"unexpected form field {self.part.name[:40]!r}: this endpoint takes {accepted}"
+                                 f"files in the field '{FILE_FIELD}'")
+            if self.part.name in self.form.fields:
+                raise BratsError(f"form field {self.part.name[:40]!r} sent twice")
             return
         if self.part.name != FILE_FIELD:
             raise BratsError(f"file sent in field {self.part.name[:40]!r}: send files in the field 'files'")
@@ -134,13 +138,13 @@ def _boundary(request: Request) -> bytes:
     return params[b"boundary"]
 
 
-async def spool_form(request: Request, folder: Path, *, max_files: int, max_fields: int, budget: int) -> SpooledForm:
+async def spool_form(request: Request, folder: Path, *, max_files: int, fields: tuple[str, ...], budget: int) -> SpooledForm:
     """Parse the multipart body of ``request`` into ``folder`` (created here), writing at most ``budget`` file
     bytes. Raises 400 (malformed), 413 (long field), :class:`BratsError` (422: too many files or fields),
     :class:`DiskBudgetExceeded`, and ``ClientDisconnect``; the caller removes ``folder`` on failure."""
     form = SpooledForm(folder)
     folder.mkdir()
-    spooler = _Spooler(form, max_files, max_fields, budget)
+    spooler = _Spooler(form, max_files, fields, budget)
     parser = MultipartParser(_boundary(request), spooler.callbacks())
     try:
         async for chunk in request.stream():
@@ -148,6 +152,8 @@ async def spool_form(request: Request, folder: Path, *, max_files: int, max_fiel
             if spooler.pending_bytes >= FLUSH_BYTES:
                 await anyio.to_thread.run_sync(spooler.flush)
         parser.finalize()
+        if parser.state != MultipartState.END:
+            raise HTTPException(400, "malformed multipart body: it ends before its closing boundary (cut short?)")
         await anyio.to_thread.run_sync(spooler.flush)
     except FormParserError as exc:
         raise HTTPException(400, f"malformed multipart body: {exc}") from None
