@@ -245,7 +245,10 @@ def main(argv: list[str] | None = None) -> int:
     keep_freed_memory()
     extra = argv[argv.index("--") + 1 :] if "--" in argv else []
     argv = argv[: argv.index("--")] if "--" in argv else argv
-    parser = argparse.ArgumentParser(prog="python -m Deep_Learning_Model.cv", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m Deep_Learning_Model.cv", description=__doc__.splitlines()[0],
+        epilog="Arguments after a lone -- go to every training run (train.py), e.g. `... all --from-cache C -- "
+               "--epochs 27` or `-- --base-width 16 --seed 1`; they become part of the folds' recipe.")
     parser.add_argument("command", choices=("train", "predict", "score", "final", "all"))
     parser.add_argument("--from-cache", required=True, type=Path, help="slice cache folder (<root>/<key>)")
     parser.add_argument("--model", choices=CV_MODELS, help="required except with all")

@@ -1,6 +1,7 @@
 """``brats predict``: write ``<case_id>.nii.gz`` label maps (uint8 0/1/2/4, input shape and affine) with a model.
 
-Inputs may be case folders, folders of cases or zips. Under ``torchrun`` (``WORLD_SIZE`` > 1) each process
+Inputs may be case folders, folders of cases or zips; cases go in order of their ids, and one that cannot be
+read stops the run with its error (the cases before it are written). Under ``torchrun`` (``WORLD_SIZE`` > 1) each process
 predicts cases ``RANK, RANK + WORLD_SIZE, ...`` of the sorted list, without a process group.
 """
 
