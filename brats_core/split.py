@@ -2,7 +2,8 @@
 
 Cases are split by patient (:func:`patient_id`): BraTS 2023+ ids ``BraTS-<cohort>-<patient>-<timepoint>`` of one
 patient stay together in one subset and one fold; any other case id is its own patient. The split is a
-deterministic function of the sorted case ids and the seed.
+deterministic function of the sorted case ids and the seed. ``brats split`` (and ``brats compare``) first refuse
+data holding one scan under two case ids (:mod:`brats_core.same_scan`: releases mixed).
 """
 
 from __future__ import annotations
@@ -230,6 +231,7 @@ def all_cases_split(split: dict, note: str) -> dict:
 
 def main(argv: list[str]) -> int:
     from brats_core.cases import open_cases
+    from brats_core.same_scan import check_distinct_scans
 
     parser = argparse.ArgumentParser(prog="brats split", description=description(__doc__),
                                      formatter_class=PlainHelpFormatter)
@@ -242,6 +244,7 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     with open_cases(args.data_dir) as found:
         case_ids = [case.case_id for case in found]
+        check_distinct_scans(found, str(args.data_dir))
     split = make_split(case_ids, seed=args.seed, n_val=args.val, n_test=args.test, folds=args.folds)
     if args.out is None:
         print(json.dumps(split, indent=2))

@@ -368,3 +368,20 @@ def test_grey_window_and_the_slice_to_show() -> None:
     assert largest_tumour_slice(labels) == 6 and largest_tumour_slice(labels, axis=0) == 1
     labels[:, :, 3:8] = 2
     assert largest_tumour_slice(labels) == 5  # ties: the middle of the slab
+
+
+def test_compare_refuses_a_split_whose_cases_hold_one_scan_twice(synthetic_root: Path, tmp_path: Path) -> None:
+    from brats_app.compare.folds import resolve_split
+
+    data = tmp_path / "mixed"
+    shutil.copytree(synthetic_root, data)
+    copy = data / "synth_000_again"
+    shutil.copytree(data / "synth_000", copy)
+    for path in copy.iterdir():
+        path.rename(copy / path.name.replace("synth_000", "synth_000_again"))
+    files = {f.case_id: f for f in find_cases(data)}
+    with pytest.raises(BratsError, match=r"the cases of split .*split\.json \(made for this run, seed 0\): 1 pair\(s\) "
+                                         r"of cases hold the same scan.*synth_000 and synth_000_again"):
+        resolve_split(None, files, tmp_path / "out", seed=0)
+    files.pop("synth_000_again")
+    assert resolve_split(None, files, tmp_path / "out2", seed=0)[1]["folds"]

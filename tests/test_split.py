@@ -6,12 +6,16 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from brats_app.cli import main as brats
+from brats_core.cases import Case, find_cases, load_case
 from brats_core.config import DEFAULT_SPLIT, SHARED_DATA_DIR
 from brats_core.errors import BratsError
+from brats_core.same_scan import same_scans
 from brats_core.split import SUBSETS, load_split, make_split, patient_id, save_split, split_case_files
+from brats_core.synth import write_case
 
 IDS = [f"case_{i:03d}" for i in range(20)]
 
@@ -173,3 +177,27 @@ def test_cli_writes_split_of_a_folder(synthetic_root: Path, tmp_path: Path, caps
     assert str(out) in capsys.readouterr().err
     assert brats(["split", str(synthetic_root), "--val", "1", "--test", "1", "--folds", "2"]) == 0
     assert _without_date(json.loads(capsys.readouterr().out)) == _without_date(split)
+
+
+def test_one_scan_under_two_names_is_refused(synthetic_root: Path, tmp_path: Path, capsys) -> None:
+    """Mixing releases holds one patient twice (BraTS 2021 re-ships the 2020 cases under new ids): refused."""
+    data = tmp_path / "mixed"
+    shutil.copytree(synthetic_root, data)
+    case = load_case(data / "synth_001")
+    renamed = Case("BraTS2021_00999", case.images.astype(np.float32) * 2.0, case.seg, case.affine, case.spacing,
+                   case.files)  # another release: new id, float32 instead of int16, rescaled intensities
+    write_case(renamed, data)
+    assert brats(["split", str(data), "--val", "1", "--test", "1", "--folds", "2"]) == 1
+    err = capsys.readouterr().err
+    assert "1 pair(s) of cases hold the same scan" in err and "BraTS2021_00999 and synth_001" in err
+    assert "(T1ce correlation 1.000)" in err
+    assert same_scans(find_cases(synthetic_root)) == []  # distinct synthetic patients stay apart
+
+
+@pytest.mark.real_data
+def test_the_shared_cases_are_different_scans(real_or_synthetic_root: Path) -> None:
+    """No false alarm: the 27 shared patients (or, without them, the synthetic ones) stay far apart."""
+    cases = find_cases(real_or_synthetic_root)
+    real = real_or_synthetic_root == SHARED_DATA_DIR
+    assert len(cases) == (27 if real else 4)
+    assert same_scans(cases, threshold=0.35 if real else 0.65) == []  # closest pairs: 0.347 real, 0.60 synthetic

@@ -8,21 +8,28 @@ from pathlib import Path
 from brats_app.compare.runner import ModelRun, clear_reports, report_runs
 from brats_core.cases import CaseFiles
 from brats_core.config import DEFAULT_SPLIT
+from brats_core.same_scan import check_distinct_scans
 from brats_core.split import load_split, make_split, save_split
 
 
 def resolve_split(split_path: Path | None, files: dict[str, CaseFiles], out_dir: Path,
                   seed: int) -> tuple[Path, dict, str]:
-    """The split to use: ``split_path``; else the shared split when the data holds its cases; else a fresh one."""
+    """The split to use: ``split_path``; else the shared split when the data holds its cases; else a fresh one.
+    Refused when two of its cases hold one scan (:func:`brats_core.same_scan.check_distinct_scans`)."""
     ids = sorted(files)
     if split_path is not None:
-        return split_path, load_split(split_path, ids), str(split_path)
-    if DEFAULT_SPLIT.is_file():
-        split = load_split(DEFAULT_SPLIT)
-        if {i for key in ("train", "val", "test") for i in split[key]} <= set(ids):
-            return DEFAULT_SPLIT, split, f"{DEFAULT_SPLIT.relative_to(DEFAULT_SPLIT.parents[1])} (default)"
-    path = save_split(make_split(ids, seed=seed), out_dir / "split.json")
-    return path, load_split(path), f"{path} (made for this run, seed {seed})"
+        chosen = split_path, load_split(split_path, ids), str(split_path)
+    elif DEFAULT_SPLIT.is_file() and _cases(load_split(DEFAULT_SPLIT)) <= set(ids):
+        chosen = DEFAULT_SPLIT, load_split(DEFAULT_SPLIT), f"{DEFAULT_SPLIT.relative_to(DEFAULT_SPLIT.parents[1])} (default)"
+    else:
+        path = save_split(make_split(ids, seed=seed), out_dir / "split.json")
+        chosen = path, load_split(path), f"{path} (made for this run, seed {seed})"
+    check_distinct_scans([files[i] for i in sorted(_cases(chosen[1]))], f"the cases of split {chosen[2]}")
+    return chosen
+
+
+def _cases(split: dict) -> set[str]:
+    return {i for key in ("train", "val", "test") for i in split[key]}
 
 
 def pool(fold_runs: list[dict[str, ModelRun]], models: Sequence[str], out_dir: Path) -> dict[str, ModelRun]:
