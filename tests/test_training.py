@@ -189,7 +189,7 @@ def test_gradient_clipping_acts_on_unscaled_fp16_gradients():
 
 def test_cuda_requested_without_cuda_raises(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    with pytest.raises(BratsError, match="CUDA is not available"):
+    with pytest.raises(BratsError, match="device 'cuda' asked for, but torch finds no CUDA GPU"):
         select_device("cuda")
     assert select_device("auto") == CPU
 

@@ -15,16 +15,13 @@ from dataclasses import dataclass
 import torch
 
 from brats_core.device import autocast_dtype, resolve_device
-from brats_core.errors import BratsError
 from Deep_Learning_Model.training.distributed import DistContext
 
 
 def select_device(name: str, ctx: DistContext = DistContext()) -> torch.device:
     """``auto``: CUDA when available, else CPU. Under torchrun each process takes GPU ``LOCAL_RANK``."""
-    device = resolve_device(name)
+    device = resolve_device(name)  # BratsError for a CUDA device torch cannot find
     if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise BratsError(f"--device {name}: CUDA is not available on this machine (use --device cpu)")
         if device.index is None:
             device = torch.device("cuda", ctx.local_rank)
         torch.cuda.set_device(device)
