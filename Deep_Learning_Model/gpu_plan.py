@@ -7,9 +7,10 @@ training the U-Net, then the SSPP model, at once on the resident path. ``python 
 --parallel N`` runs the 12 trainings of a 5-fold CV with final models (6 per network) N at a time; an epoch of
 each is one pass over its training slices, at most ``--steps`` steps of ``--batch`` (the folds' 18-19 cases
 give 77-82 steps, the final run's 27 cases the cap of 100). With ``s_r`` steps per epoch in run ``r``, an
-epoch of all 12 takes ``sum(s_r) * batch * (1/R_unet + 1/R_sspp)`` seconds when N = 6. The plan keeps 15% of
-``--minutes`` for validation, snapshots and start-up, and one minute for the data; every fold and final run
-then trains the same number of epochs, fixed before any of them starts. The runs' steps come from the slice
+epoch of all 12 takes ``sum(s_r) * batch * (1/R_unet + 1/R_sspp)`` seconds when N = 6. The plan keeps
+``--reserve`` minutes for the out-of-fold predictions that follow in the same call, one minute for the data and
+15% of the rest for validation, snapshots and start-up; every fold and final run then trains the same number
+of epochs, fixed before any of them starts. The runs' steps come from the slice
 cache and the CV's splits (written into ``--out`` as ``cv all`` writes them, or read from ``--splits``).
 
 Prints that number of epochs (at most ``--max-epochs``). Exits with 1, printing why, when too few fit to give
@@ -49,9 +50,10 @@ def run_steps(cache: Path, splits: Path, steps: int, batch: int) -> dict[str, in
 
 
 def plan_epochs(bench: dict, minutes: float, parallel: int, steps: dict[str, int], batch: int,
-                min_slices: int = SHIPPED_SLICES) -> tuple[int, int, dict]:
-    """Epochs that fit ``minutes``, the fewest that give every run ``min_slices``, and the figures behind them.
-    ``steps``: steps per epoch of each training of one network (the other network trains the same runs)."""
+                min_slices: int = SHIPPED_SLICES, reserve: float = 0.0) -> tuple[int, int, dict]:
+    """Epochs that fit ``minutes`` less ``reserve`` (kept for what follows the trainings), the fewest that give
+    every run ``min_slices``, and the figures behind them. ``steps``: steps per epoch of each training of one
+    network (the other network trains the same runs)."""
     key = f"concurrent_{parallel}"
     rates = {}
     for model in FUSED:
@@ -60,7 +62,7 @@ def plan_epochs(bench: dict, minutes: float, parallel: int, steps: dict[str, int
         except (KeyError, TypeError, ValueError) as exc:
             raise BratsError(f"benchmark has no {key} rate of {model}: run training_gpu.py --concurrent "
                              f"{parallel}") from exc
-    seconds = 0.85 * (60.0 * minutes - 60.0)
+    seconds = 0.85 * (60.0 * (minutes - reserve) - 60.0)
     per_epoch = sum(steps.values()) * batch * sum(1.0 / rate for rate in rates.values())
     epochs = math.floor(seconds / per_epoch) if seconds > 0 else 0
     fewest = math.ceil(min_slices / (min(steps.values()) * batch))
@@ -72,7 +74,10 @@ def main(argv: list[str] | None = None) -> int:
     cv27 = make_config("cv27")
     parser = argparse.ArgumentParser(prog="python -m Deep_Learning_Model.gpu_plan", description=__doc__.split("\n")[0])
     parser.add_argument("bench", type=Path, help="the JSON line of benchmarks/training_gpu.py --concurrent N")
-    parser.add_argument("--minutes", type=float, required=True, help="time for the trainings and the data")
+    parser.add_argument("--minutes", type=float, required=True, help="time for the data, the trainings and what "
+                        "follows them in the same call")
+    parser.add_argument("--reserve", type=float, default=0.0, metavar="MINUTES",
+                        help="of --minutes, kept for what follows the trainings (the out-of-fold predictions)")
     parser.add_argument("--parallel", type=int, default=6)
     parser.add_argument("--from-cache", type=Path, required=True, help="the slice cache the CV trains from")
     parser.add_argument("--out", type=Path, help="the CV's output folder (cv all --out): its splits are written "
@@ -97,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"gpu_plan: error: {exc}", file=sys.stderr)
         return 1
     try:
-        epochs, fewest, figures = plan_epochs(bench, args.minutes, args.parallel, steps, args.batch, args.min_slices)
+        epochs, fewest, figures = plan_epochs(bench, args.minutes, args.parallel, steps, args.batch, args.min_slices,
+                                              args.reserve)
     except BratsError as exc:
         print(f"gpu_plan: error: {args.bench}: {exc}", file=sys.stderr)
         return 1

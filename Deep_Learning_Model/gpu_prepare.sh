@@ -7,13 +7,15 @@
 #   bash Deep_Learning_Model/gpu_prepare.sh restore        # after them: back to the branch you were on
 #
 # A call carries at most 64 MiB with the working tree. The packed 27-case cache is about 70 MiB and the shipped
-# exports and sample case are 45 MiB of the tree, which the device needs none of: `slim` commits their removal on
-# a throw-away branch (gpu-slim) so that the tree travels at about 3 MiB, and `parts` splits the cache so that
+# exports, the sample case and results/ are 53 MiB of the tree, which the device needs none of: `slim` commits their
+# removal on a throw-away branch (gpu-slim) so that the tree travels at about 2 MiB, and `parts` splits the cache so that
 # the nibabel wheel and the first part (.gpu/a, call 1) and the rest (.gpu/b, call 2) each fit beside it.
 set -euo pipefail
 PY=${PYTHON:-.venv/bin/python}
 LARGE=(Deep_Learning_Model/checkpoints/unet.pt Deep_Learning_Model/checkpoints/sspp.pt
-       sspp_unet_api/sample/sample_case.zip Machine_Learning_Model/checkpoints Naive_Model/checkpoints)
+       sspp_unet_api/sample/sample_case.zip Machine_Learning_Model/checkpoints Naive_Model/checkpoints results)
+#: What one call may carry (64 MiB), less a margin: the slim tree with .gpu/a must stay below it.
+LIMIT=$((62 * 1024 * 1024))
 
 ignore_gpu_folder() {
   local exclude
@@ -47,8 +49,14 @@ slim)
   git rev-parse --abbrev-ref HEAD >.gpu/branch
   git switch -q -c gpu-slim
   git rm -q -r "${LARGE[@]}"
-  git commit -q -m "gpu-slim: the tree a lent GPU needs (no shipped checkpoints, no sample case)"
-  echo "tracked tree now $(git ls-files -z | xargs -0 du -cb | tail -n 1 | cut -f1) bytes"
+  git commit -q -m "gpu-slim: the tree a lent GPU needs (no shipped checkpoints, no sample case, no results)"
+  tree=$(git ls-files -z | xargs -0 du -cb | tail -n 1 | cut -f1)
+  carried=$( (du -sb .gpu/a 2>/dev/null || echo 0) | cut -f1)
+  echo "tracked tree now $tree bytes; with .gpu/a $((tree + carried)) bytes (call 1 carries both)"
+  if [ $((tree + carried)) -gt "$LIMIT" ]; then
+    echo "over $LIMIT bytes: call 1 would not fit its 64 MiB; slim the tree further before any device call" >&2
+    exit 1
+  fi
   ;;
 restore)
   git switch -q "$(cat .gpu/branch)"

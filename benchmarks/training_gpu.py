@@ -142,7 +142,7 @@ def concurrent(arch: str, args: argparse.Namespace) -> float:
     context = multiprocessing.get_context("spawn")
     n = args.concurrent
     with context.Manager() as manager, ProcessPoolExecutor(n, mp_context=context) as pool:
-        barrier = manager.Barrier(n)
+        barrier = manager.Barrier(n, timeout=300)  # a worker that died breaks it instead of hanging the call
         spans = list(pool.map(_concurrent_worker, [(arch, args, barrier)] * n))
     return n * args.batch_size * args.steps / (max(end for _, end in spans) - min(start for start, _ in spans))
 
