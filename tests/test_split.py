@@ -190,7 +190,7 @@ def test_one_scan_under_two_names_is_refused(synthetic_root: Path, tmp_path: Pat
     assert brats(["split", str(data), "--val", "1", "--test", "1", "--folds", "2"]) == 1
     err = capsys.readouterr().err
     assert "1 pair(s) of cases hold the same scan" in err and "BraTS2021_00999 and synth_001" in err
-    assert "(T1ce correlation 1.000)" in err
+    assert "(T1ce similarity 1.000)" in err
     assert same_scans(find_cases(synthetic_root)) == []  # distinct synthetic patients stay apart
 
 
@@ -200,4 +200,4 @@ def test_the_shared_cases_are_different_scans(real_or_synthetic_root: Path) -> N
     cases = find_cases(real_or_synthetic_root)
     real = real_or_synthetic_root == SHARED_DATA_DIR
     assert len(cases) == (27 if real else 4)
-    assert same_scans(cases, threshold=0.35 if real else 0.65) == []  # closest pairs: 0.347 real, 0.60 synthetic
+    assert same_scans(cases, threshold=0.28 if real else 0.75) == []  # closest pairs: 0.272 real, 0.72 synthetic
