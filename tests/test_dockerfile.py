@@ -24,3 +24,13 @@ def test_api_image_copies_every_repository_package_the_app_imports() -> None:
     copied = set(re.findall(r"^COPY (\w+)/ \1/$", DOCKERFILE.read_text(), flags=re.MULTILINE))
     assert {"sspp_unet_api", "brats_core", "brats_app", "Deep_Learning_Model"} <= ours | copied
     assert ours - copied == set(), f"{DOCKERFILE}: add COPY lines for {sorted(ours - copied)}"
+
+
+def test_every_copied_path_is_in_the_build_context() -> None:
+    """BuildKit reads ``<Dockerfile>.dockerignore``: everything is excluded (``*``) but the paths let back in
+    (``!path``), so a COPY of a path not let back in fails the build (brats_app/ once was missing)."""
+    ignore = DOCKERFILE.with_name(DOCKERFILE.name + ".dockerignore").read_text().splitlines()
+    assert "*" in ignore
+    allowed = {line[1:].rstrip("/") for line in ignore if line.startswith("!")}
+    copied = {source.rstrip("/") for source in re.findall(r"^COPY (\S+) \S+$", DOCKERFILE.read_text(), flags=re.MULTILINE)}
+    assert copied and copied - allowed == set(), f"add !{sorted(copied - allowed)} to {DOCKERFILE.name}.dockerignore"
