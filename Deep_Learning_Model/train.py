@@ -22,6 +22,7 @@ import torch
 
 from brats_core.allocator import keep_freed_memory
 from brats_core.errors import BratsError
+from brats_core.files import check_output_paths, describe_os_error
 from brats_core.helptext import PlainHelpFormatter, description
 from brats_core.provenance import this_machine, today
 from Deep_Learning_Model.model import ARCHS, count_parameters
@@ -218,6 +219,7 @@ def run(overrides: dict, ctx: DistContext) -> int:
             raise BratsError("--model unet|sspp is required (or --resume a training state)")
         cfg = make_config(preset or "default", **overrides)
     cfg = replace(cfg, out=str(cfg.out_dir), export=str(cfg.export_path))
+    check_output_paths(out=cfg.out_dir / "config.json", export=cfg.export_path)
     if state is None and (cfg.out_dir / "last.pt").exists():
         raise BratsError(
             f"{cfg.out_dir} already holds a run (last.pt): continue it with --resume {cfg.out_dir / 'last.pt'} "
@@ -259,10 +261,14 @@ def run(overrides: dict, ctx: DistContext) -> int:
 def main(argv: list[str] | None = None, model: str | None = None) -> int:
     """The command; ``model`` fixes the network (``brats train unet`` / ``brats train sspp``)."""
     args = build_parser(model).parse_args(sys.argv[1:] if argv is None else argv)
+    prog = f"brats train {model}" if model else "train"
     try:
         return run(vars(args), context_from_env())
     except BratsError as exc:
-        print(f"train: error: {exc}", file=sys.stderr)
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 1
+    except (FileExistsError, NotADirectoryError, IsADirectoryError, PermissionError) as exc:
+        print(f"{prog}: error: {describe_os_error(exc)}", file=sys.stderr)
         return 1
 
 

@@ -20,14 +20,15 @@ from pathlib import Path
 from brats_core.cases import CaseFiles
 from brats_core.config import PreprocessConfig
 from brats_core.errors import BratsError
-from brats_core.provenance import cv_scores, this_machine, today
+from brats_core.provenance import compare_cv, this_machine, today
 from Machine_Learning_Model.features import FeatureConfig
 from Machine_Learning_Model.models import MEMBERS, VoxelSegmenter, members_of
 
 
 def fold_checkpoints(cv_out: Path, name: str) -> list[Path]:
-    """``<cv_out>/compare/fold_<k>/<name>/<name>.joblib`` of every fold, in fold order; at least two."""
-    folds = sorted((Path(cv_out) / "compare").glob("fold_*"), key=lambda p: int(p.name.split("_")[-1]))
+    """``<cv_out>/compare/fold_<k>/<name>/<name>.joblib`` of every fold of the CV
+    (:func:`brats_core.provenance.compare_cv`), in fold order."""
+    folds = compare_cv(cv_out, name)[1]
     paths = [fold / name / f"{name}.joblib" for fold in folds]
     missing = [str(p) for p in paths if not p.is_file()]
     if len(paths) < 2 or missing:
@@ -68,7 +69,7 @@ def final_models(models: list[str], files: list[CaseFiles], cv_out: Path, prepro
     from Machine_Learning_Model.train import fit_members, training_samples
 
     settings = {name: cv_settings(cv_out, name) for name in models}
-    scores = {name: cv_scores(Path(cv_out) / "compare" / name / "summary.json") for name in models}
+    scores = {name: compare_cv(cv_out, name)[0] for name in models}
     start = time.perf_counter()
     atlas, features, targets = training_samples(files, preprocess_config, feature_config, samples_per_case, seed)
     features_s = time.perf_counter() - start

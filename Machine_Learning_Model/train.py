@@ -30,6 +30,7 @@ from tqdm import tqdm
 from brats_core.cases import CaseFiles, load_case, open_cases
 from brats_core.config import DEFAULT_SPLIT, LABELS, REGIONS, RESULTS_DIR, SHARED_DATA_DIR, PreprocessConfig
 from brats_core.errors import BratsError
+from brats_core.files import check_output_paths
 from brats_core.helptext import PlainHelpFormatter, description
 from brats_core.labels import labels_to_regions
 from brats_core.metrics import dice
@@ -276,6 +277,7 @@ def main(argv: list[str] | None = None) -> int:
                       "(reads <cv>/compare/fold_<k>/ and <cv>/compare/<model>/)")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     check_final_options(parser, args)
+    check_output_paths(checkpoints=args.checkpoints / "model.joblib", results=args.results / "summary.json")
 
     models = list(MODEL_NAMES) if args.model == "all" else [args.model]
     if args.all_cases:

@@ -29,6 +29,7 @@ from brats_core.cases import Case, CaseFiles, load_case, open_cases
 from brats_core.config import DEFAULT_SPLIT, REGIONS, RESULTS_DIR, SHARED_DATA_DIR
 from brats_core.errors import BratsError, CheckpointError
 from brats_core.figures import save_png
+from brats_core.files import check_output_paths
 from brats_core.helptext import PlainHelpFormatter, description
 from brats_core.labels import labels_to_regions, regions_to_labels
 from brats_core.preprocessing import brain_mask
@@ -36,7 +37,7 @@ from brats_core.provenance import (
     Provenance,
     add_final_options,
     check_final_options,
-    cv_scores,
+    compare_cv,
     this_machine,
     today,
 )
@@ -289,9 +290,10 @@ def main(argv: list[str] | None = None) -> int:
                       "scores the checkpoint records")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     check_final_options(parser, args)
+    check_output_paths(checkpoint=args.checkpoint, results=args.results / "summary.json", png=args.png)
 
     if args.all_cases:
-        scores = cv_scores(args.cv / "compare" / "naive" / "summary.json")
+        scores, _ = compare_cv(args.cv, "naive")
         with open_cases(args.data) as files:
             return _train(args, {"train": files, "test": []}, scores)
     with split_case_files(args.data, args.split) as subsets:

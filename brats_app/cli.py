@@ -9,6 +9,7 @@ import sys
 from brats_app.registry import families, resolve
 from brats_core.allocator import keep_freed_memory
 from brats_core.errors import BratsError
+from brats_core.files import describe_os_error
 
 #: subcommand -> ("module:function", help). Each function takes the remaining argv list.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -49,6 +50,9 @@ def main(argv: list[str] | None = None) -> int:
         return int(func(rest) or 0)
     except BratsError as exc:
         print(f"brats {name}: error: {exc}", file=sys.stderr)
+        return 1
+    except (FileExistsError, NotADirectoryError, IsADirectoryError, PermissionError) as exc:  # a path given
+        print(f"brats {name}: error: {describe_os_error(exc)}", file=sys.stderr)
         return 1
 
 

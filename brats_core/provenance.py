@@ -75,6 +75,39 @@ def cv_scores(summary_path: Path | str) -> dict[str, float]:
         raise BratsError(f"{path}: not a cross-validation summary of the harness ({type(exc).__name__}: {exc})") from None
 
 
+def compare_cv(cv_out: Path | str, model: str) -> tuple[dict[str, float], list[Path]]:
+    """The out-of-fold scores (:func:`summary_scores`) of ``model`` in the ``brats compare --folds K --out
+    CV_OUT`` run at ``cv_out``, and its ``fold_<k>`` folders, checked to make one cross-validation: folds
+    ``fold_1`` to ``fold_K`` whose test cases are disjoint and are exactly the cases of the pooled report
+    ``compare/<model>/per_case.csv``. A test-split run (one report, no folds) or folders of two runs mixed (a
+    leftover ``fold_3`` beside a 2-fold run) raise :class:`BratsError` saying which."""
+    import csv
+
+    from brats_core.split import load_split
+
+    work = Path(cv_out) / "compare"
+    folds = sorted(work.glob("fold_*"), key=lambda p: int(p.name.split("_")[-1]) if p.name[5:].isdigit() else -1)
+    rerun = f"run `brats compare --folds 5 --out {cv_out}` with this model"
+    if len(folds) < 2:
+        raise BratsError(f"{work}: no fold_<k> folders of a cross-validation; {rerun}")
+    if [p.name for p in folds] != [f"fold_{k}" for k in range(1, len(folds) + 1)]:
+        raise BratsError(f"{work}: fold folders {', '.join(p.name for p in folds)} are not fold_1 to fold_{len(folds)}")
+    tests = [c for fold in folds for c in load_split(fold / "split.json")["test"]]
+    if len(set(tests)) != len(tests):
+        raise BratsError(f"{work}: the test cases of {', '.join(p.name for p in folds)} overlap: folders of two "
+                         f"compare runs are mixed; {rerun} into a new folder")
+    report = work / model / "per_case.csv"
+    try:
+        with open(report, newline="") as handle:
+            pooled = [row["case_id"] for row in csv.DictReader(handle)]
+    except (OSError, KeyError, csv.Error) as exc:
+        raise BratsError(f"{report}: no pooled out-of-fold report of {model} ({exc}); {rerun}") from None
+    if sorted(pooled) != sorted(tests):
+        raise BratsError(f"{report} holds {len(pooled)} case(s), not the {len(tests)} test cases of the "
+                         f"{len(folds)} folds: it is not these folds' pooled report (a test-split run?); {rerun}")
+    return cv_scores(work / model / "summary.json"), folds
+
+
 def cv_record(cv: Path | str) -> dict:
     """What a final checkpoint records of the CV whose reports are in folder ``cv`` (a deep model's
     ``<out>/<model>/cv``): ``{"cases", "scores", "scores_without_postprocess", "postprocess_tuning"}``.

@@ -268,6 +268,38 @@ def test_final_training_needs_a_cv(synthetic_root: Path, capsys, extra: list[str
         assert message in capsys.readouterr().err
 
 
+def test_final_training_refuses_folders_that_do_not_make_one_cv(six_cases: Path, two_folds: Path, tmp_path: Path,
+                                                                capsys) -> None:
+    """A leftover fold of another run, or a test-split run's report in the CV's place, is not recorded as a CV."""
+    from brats_app.cli import main as brats
+
+    def final(cv: Path) -> int:
+        return brats(["train", "naive", "--all-cases", "--cv", str(cv), "--data", str(six_cases),
+                      "--checkpoint", str(tmp_path / "naive.npz"), "--png", str(tmp_path / "naive.png")])
+
+    mixed = tmp_path / "mixed"
+    shutil.copytree(two_folds, mixed)
+    shutil.copytree(mixed / "compare" / "fold_1", mixed / "compare" / "fold_3")  # an earlier 3-fold run's
+    assert final(mixed) == 1
+    assert "the test cases of fold_1, fold_2, fold_3 overlap: folders of two compare runs are mixed" in \
+        capsys.readouterr().err
+    shutil.rmtree(mixed / "compare" / "fold_3")
+    report = mixed / "compare" / "naive" / "per_case.csv"
+    lines = report.read_text().splitlines()
+    report.write_text("\n".join(lines[:2]) + "\n")  # a later run on one test case wrote its report here
+    assert final(mixed) == 1
+    assert "holds 1 case(s), not the 6 test cases of the 2 folds" in capsys.readouterr().err
+    assert not (tmp_path / "naive.npz").exists()
+
+
+def test_a_cv_run_removes_the_extra_folds_of_an_earlier_one(six_cases: Path, tmp_path: Path) -> None:
+    stale = tmp_path / "compare" / "fold_3"
+    stale.mkdir(parents=True)
+    (stale / "split.json").write_text("{}")
+    assert main(_args(six_cases, tmp_path, "--folds", "2", "--models", "naive")) == 0
+    assert sorted(p.name for p in (tmp_path / "compare").glob("fold_*")) == ["fold_1", "fold_2"]
+
+
 def test_final_training_names_a_missing_cv(synthetic_root: Path, tmp_path: Path, capsys) -> None:
     from brats_app.cli import main as brats
 

@@ -116,6 +116,25 @@ def test_training_shows_its_progress(cases: list, capsys) -> None:
     assert "naive: thresholds, leave-one-out:   0%" in capsys.readouterr().err
 
 
+def test_train_cli_refuses_outputs_under_a_file_before_writing_any(synthetic_root: Path, tmp_path: Path,
+                                                                    capsys) -> None:
+    (tmp_path / "afile").write_text("x")
+    checkpoint = tmp_path / "naive.npz"
+    args = ["--data", str(synthetic_root), "--checkpoint", str(checkpoint), "--png", str(tmp_path / "m.png"),
+            "--results", str(tmp_path / "afile")]
+    assert brats(["train", "naive", *args]) == 1
+    assert f"--results {tmp_path / 'afile' / 'summary.json'}: {tmp_path / 'afile'} is a file" in capsys.readouterr().err
+    assert not checkpoint.exists() and not (tmp_path / "m.png").exists()
+
+
+def test_an_output_folder_that_is_a_file_is_a_one_line_error(synthetic_root: Path, tmp_path: Path, capsys) -> None:
+    (tmp_path / "afile").write_text("x")
+    assert brats(["synth", "--out", str(tmp_path / "afile"), "--n", "1", "--shape", "24", "24", "12"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("brats synth: error: ") and "a file stands where a folder is needed" in err
+    assert "Traceback" not in err
+
+
 def test_train_cli_and_predict_cli(synthetic_root: Path, tmp_path: Path, capsys) -> None:
     ids = [files.case_id for files in find_cases(synthetic_root)]
     split = save_split(make_split(ids, n_val=1, n_test=1, folds=2), tmp_path / "split.json")

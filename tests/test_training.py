@@ -367,6 +367,14 @@ def test_bad_command_lines_fail_with_a_message(cached, tmp_path, capsys, change,
     assert message in capsys.readouterr().err
 
 
+def test_an_export_path_under_a_file_fails_before_training(cached, tmp_path, capsys):
+    (tmp_path / "afile").write_text("x")
+    args = tiny_args(cached, tmp_path / "run", "--epochs", "1") + ["--export", str(tmp_path / "afile" / "e.pt")]
+    assert train_main(args) == 1
+    assert f"--export {tmp_path / 'afile' / 'e.pt'}: {tmp_path / 'afile'} is a file, not a folder" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()  # nothing trained, nothing written
+
+
 def test_split_case_missing_from_cache_fails(cached, tmp_path, capsys):
     split = json.loads(cached.split.read_text())
     split["val"], split["folds"][1] = ["synth_009"], ["synth_009"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import shlex
+import shutil
 import sys
 import time
 from collections.abc import Sequence
@@ -50,6 +51,9 @@ def compare(data: Path, split_path: Path | None = None, models: Sequence[str] = 
     else:
         fold_runs, sample = [], None
         splits = fold_splits(split, folds, options.seed)
+        for stale in work.glob("fold_*"):  # an earlier run's extra folds would pass for folds of this one
+            if not (stale.name[5:].isdigit() and 1 <= int(stale.name[5:]) <= folds):
+                shutil.rmtree(stale)
         for f, fold_split in enumerate(splits):
             tqdm.write(f"compare: fold {f + 1} of {folds}", file=sys.stderr)
             fold_dir = work / f"fold_{f + 1}"
