@@ -34,7 +34,7 @@ test: setup lint browser
 	$(PY) -m pytest
 
 bench: setup
-	$(PY) benchmarks/run_all.py
+	$(PY) benchmarks/run_all.py $(BENCH_ARGS)   # e.g. make bench BENCH_ARGS=--quick
 
 # Ports: `make demo API_PORT=8100 UI_PORT=8600` (or the environment variables API_PORT and UI_PORT).
 demo: setup

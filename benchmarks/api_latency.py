@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--slots", type=int, default=1, help="server inference slots (BRATS_MAX_CONCURRENT_INFERENCES)")
     parser.add_argument("--threads", type=int, default=2, help="torch/OpenMP threads of the server")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds allowed for one request")
-    parser.add_argument("--quick", action="store_true", help="4 requests (for make bench --quick)")
+    parser.add_argument("--quick", action="store_true", help="4 requests (benchmarks/run_all.py --quick passes it)")
     parser.add_argument("--tta", action="store_true", help="every request (warm-up included) with test-time flips")
     parser.add_argument("--model", default="sspp", choices=models_of("Deep_Learning_Model"),
                         help="served model (default sspp; another must have its shipped checkpoint)")

@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pause", type=float, default=0.0, help="seconds between rounds (idle server)")
     parser.add_argument("--no-release", action="store_true",
                         help="serve with BRATS_RELEASE_MEMORY=0 (no arena cap, no malloc_trim), for comparison")
-    parser.add_argument("--quick", action="store_true", help="10 predictions after 2 warm-up (make bench --quick)")
+    parser.add_argument("--quick", action="store_true", help="10 predictions after 2 warm-up (benchmarks/run_all.py --quick passes it)")
     args = parser.parse_args(argv)
     if args.quick:
         args.predictions, args.warmup = min(args.predictions, 10), min(args.warmup, 2)

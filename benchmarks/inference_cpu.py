@@ -212,4 +212,10 @@ def _run(args: argparse.Namespace, cores: int, work: Path) -> dict:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from brats_core.errors import BratsError
+
+    try:
+        sys.exit(main())
+    except BratsError as exc:
+        print(f"inference_cpu.py: error: {exc}", file=sys.stderr)
+        sys.exit(1)

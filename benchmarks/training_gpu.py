@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 from types import SimpleNamespace
 
@@ -243,4 +244,10 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from brats_core.errors import BratsError
+
+    try:
+        main()
+    except BratsError as exc:
+        print(f"training_gpu.py: error: {exc}", file=sys.stderr)
+        sys.exit(1)

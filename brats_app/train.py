@@ -10,7 +10,8 @@ from brats_app.registry import REGISTRY, families, resolve
 def usage() -> str:
     """The families one can train and the models each one trains (from the registry)."""
     lines = ["usage: brats train <family> [options]   (`brats train <family> --help` for its options)", "", "families:"]
-    lines += [f"  {family:<8} trains {', '.join(spec.name for spec in specs)}" for family, specs in families().items()]
+    lines += [f"  {family:<8} " + ("writes the manifest of " if specs[0].members else "trains ")
+              + ", ".join(spec.name for spec in specs) for family, specs in families().items()]
     return "\n".join(lines)
 
 

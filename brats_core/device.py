@@ -27,7 +27,7 @@ def resolve_device(device: torch.device | str | None = None) -> torch.device:
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if count == 0:
             raise BratsError(f"device {str(device)!r} asked for, but torch finds no CUDA GPU on this machine "
-                             "(no NVIDIA driver or GPU, or a CPU-only torch build); use cpu or auto")
+                             "(no NVIDIA driver or GPU, or a CPU-only torch build); use --device cpu, or leave --device out")
         if resolved.index is not None and resolved.index >= count:
             raise BratsError(f"device {str(device)!r} asked for, but this machine has {count} CUDA GPU(s)")
     return resolved

@@ -39,7 +39,9 @@ def compare(data: Path, split_path: Path | None = None, models: Sequence[str] = 
         "Date": datetime.now().astimezone().isoformat(timespec="seconds"),
         "Machine": machine(),
         "Data": f"{Path(data).name} ({len(files)} cases found)",
-        "Split": split_text,
+        "Split": split_text if folds is None or len(split["folds"]) == folds else
+        f"{split_text}; its {len(split['folds'])} folds replaced by a fresh {folds}-fold patient-level partition "
+        f"(seed {options.seed})",
         "Models": "shipped checkpoints (--use-shipped)" if use_shipped
         else "trained by this command" + (" in quick mode (--quick: tiny smoke-test models)" if options.quick else ""),
     }

@@ -8,6 +8,7 @@ from pathlib import Path
 from brats_app.compare.runner import ModelRun, clear_reports, report_runs
 from brats_core.cases import CaseFiles
 from brats_core.config import DEFAULT_SPLIT
+from brats_core.errors import BratsError
 from brats_core.same_scan import check_distinct_scans
 from brats_core.split import load_split, make_split, save_split
 
@@ -22,7 +23,11 @@ def resolve_split(split_path: Path | None, files: dict[str, CaseFiles], out_dir:
     elif DEFAULT_SPLIT.is_file() and _cases(load_split(DEFAULT_SPLIT)) <= set(ids):
         chosen = DEFAULT_SPLIT, load_split(DEFAULT_SPLIT), f"{DEFAULT_SPLIT.relative_to(DEFAULT_SPLIT.parents[1])} (default)"
     else:
-        path = save_split(make_split(ids, seed=seed), out_dir / "split.json")
+        try:
+            made = make_split(ids, seed=seed)
+        except BratsError as exc:
+            raise BratsError(f"--data holds {len(ids)} case(s), too few for this comparison: {exc}") from None
+        path = save_split(made, out_dir / "split.json")
         chosen = path, load_split(path), f"{path} (made for this run, seed {seed})"
     check_distinct_scans([files[i] for i in sorted(_cases(chosen[1]))], f"the cases of split {chosen[2]}")
     return chosen
