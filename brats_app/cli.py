@@ -49,11 +49,20 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(func(rest) or 0)
     except BratsError as exc:
-        print(f"brats {name}: error: {exc}", file=sys.stderr)
-        return 1
+        message = str(exc)
     except (FileExistsError, NotADirectoryError, IsADirectoryError, PermissionError) as exc:  # a path given
-        print(f"brats {name}: error: {describe_os_error(exc)}", file=sys.stderr)
-        return 1
+        message = describe_os_error(exc)
+    _close_progress_bars()
+    print(f"brats {name}: error: {message}", file=sys.stderr)
+    return 1
+
+
+def _close_progress_bars() -> None:
+    """End the progress bars an error interrupted, so that its message starts on a line of its own."""
+    from tqdm import tqdm
+
+    for bar in list(getattr(tqdm, "_instances", ())):
+        bar.close()
 
 
 if __name__ == "__main__":

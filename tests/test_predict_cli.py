@@ -225,3 +225,5 @@ def test_evaluate_errors_name_the_file(cases_dir: Path, tmp_path: Path, capsys) 
     )
     err = capsys.readouterr().err
     assert str(wrong) in err and "shape (10, 10, 10)" in err
+    assert "evaluate:" in err.split("brats evaluate: error:")[0]  # the progress bar it interrupted...
+    assert err.split("brats evaluate: error:")[0].endswith("\n")  # ...ends before the message starts
