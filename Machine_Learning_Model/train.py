@@ -264,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", choices=(*MODEL_NAMES, "all"), default="all")
     parser.add_argument("--data", type=Path, default=SHARED_DATA_DIR, help="folder (or .zip) of cases")
     parser.add_argument("--split", type=Path, default=DEFAULT_SPLIT, help="patient-level split JSON")
-    parser.add_argument("--checkpoints", type=Path, default=CHECKPOINT_DIR, help="folder for <model>.joblib")
+    parser.add_argument("--checkpoints", type=Path, default=CHECKPOINT_DIR, help="folder for <model>.joblib (default: the shipped checkpoints' folder; they are replaced)")
     parser.add_argument("--results", type=Path, default=RESULTS_DIR, help="evaluation root: <results>/<model>/")
     parser.add_argument("--size", type=int, default=DEFAULT_PREPROCESS.size, help="in-plane size of the grid")
     parser.add_argument("--samples-per-case", type=int, default=4000)

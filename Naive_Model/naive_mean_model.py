@@ -281,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=PlainHelpFormatter)
     parser.add_argument("--data", type=Path, default=SHARED_DATA_DIR, help="folder (or .zip) of cases")
     parser.add_argument("--split", type=Path, default=DEFAULT_SPLIT, help="patient-level split JSON")
-    parser.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT, help="where to save the atlas")
+    parser.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT, help="where to save the atlas (default: the shipped checkpoint, which this replaces)")
     parser.add_argument("--results", type=Path, default=RESULTS_DIR / "naive", help="evaluation output folder")
     parser.add_argument("--png", type=Path, default=DEFAULT_PNG, help="PNG of the mean maps")
     parser.add_argument("--no-eval", action="store_true", help="skip the evaluation on the test cases")
