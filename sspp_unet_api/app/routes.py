@@ -13,17 +13,14 @@ from typing import Literal
 
 import anyio
 import anyio.to_thread
-from fastapi import APIRouter, HTTPException, Query, Request, Response, Security
-from fastapi.exceptions import RequestValidationError
+from fastapi import APIRouter, Query, Request, Response, Security
 from fastapi.responses import FileResponse
 from fastapi.security import APIKeyHeader
-from pydantic import ValidationError
-from starlette.requests import ClientDisconnect
 
 from brats_core import __version__
-from brats_core.errors import BratsError
+from sspp_unet_api.app.bodies import create_upload, predict_request
 from sspp_unet_api.app.config import Settings
-from sspp_unet_api.app.inference import InferenceService, ServiceBusy, predict_case
+from sspp_unet_api.app.inference import InferenceService, predict_case
 from sspp_unet_api.app.memory import trimmed
 from sspp_unet_api.app.overlay import render_overlay
 from sspp_unet_api.app.schemas import (
@@ -35,14 +32,10 @@ from sspp_unet_api.app.schemas import (
     PredictRequest,
     UploadResponse,
 )
-from sspp_unet_api.app.spool import DiskBudgetExceeded, ingest_spooled, spool_form
-from sspp_unet_api.app.storage import SEGMENTATION, NotFoundError, Storage, StorageFull
-from sspp_unet_api.app.uploads import ingest
+from sspp_unet_api.app.storage import SEGMENTATION, NotFoundError, Storage
 
 #: Concurrent upload validations (each loads its cases fully) and overlay renderings, in worker threads.
 FILE_WORK_LIMIT = 4
-#: Largest JSON body of ``POST /predict`` (three short strings); ``max_request_bytes`` is sized for uploads.
-MAX_JSON_BYTES = 64 * 1024
 _api_key_header = APIKeyHeader(
     name="X-API-Key", auto_error=False, description="required when the server sets BRATS_API_KEY"
 )
@@ -74,11 +67,6 @@ def _limiter(request: Request) -> anyio.CapacityLimiter:
     return request.app.state.file_work_limiter
 
 
-def _media_type(request: Request) -> str:
-    """The request's ``Content-Type`` without its parameters, in lower case."""
-    return request.headers.get("content-type", "").split(";")[0].strip().lower()
-
-
 def _utc(timestamp: float) -> datetime:
     return datetime.fromtimestamp(timestamp, tz=timezone.utc)
 
@@ -108,35 +96,6 @@ def _upload_response(record: dict) -> UploadResponse:
     return UploadResponse(upload_id=record["upload_id"], cases=cases, expires_at=_utc(record["expires_at"]))
 
 
-async def _create_upload(request: Request, fields: tuple[str, ...] = ()) -> tuple[dict, dict[str, str]]:
-    """Stream a multipart body into a new upload's folder, validate and store it; returns the record and the
-    form's text fields. Nothing is kept when the files are rejected or the client disconnects."""
-    settings, storage = _settings(request), _storage(request)
-    if _media_type(request) != "multipart/form-data":
-        raise HTTPException(422, "send the files as multipart/form-data in the field 'files'")
-    full = ServiceBusy("the server's upload storage is full; retry when older uploads have expired",
-                       max(1, int(settings.cleanup_interval_seconds)))
-    budget = settings.max_disk_bytes - await anyio.to_thread.run_sync(storage.usage_bytes)
-    if budget <= 0 or int(request.headers.get("content-length") or 0) > budget:
-        raise full
-    upload_id, folder = storage.create_upload()
-    try:
-        form = await spool_form(request, folder / "spool", max_files=settings.max_members_per_case,
-                                fields=fields, budget=budget)
-        cases = await anyio.to_thread.run_sync(trimmed(ingest_spooled), form, folder, ingest, settings,
-                                               limiter=_limiter(request))
-        return storage.commit_upload(upload_id, cases, max_bytes=settings.max_disk_bytes), form.fields
-    except (DiskBudgetExceeded, StorageFull):  # streaming in, or unpacked (a zip's contents count too)
-        storage.discard(upload_id)
-        raise full from None
-    except ClientDisconnect:
-        storage.discard(upload_id)
-        raise HTTPException(400, "the client disconnected before the body was complete") from None
-    except BaseException:
-        storage.discard(upload_id)
-        raise
-
-
 _FILES_SCHEMA = {"type": "array", "items": {"type": "string", "format": "binary"},
                  "description": "one .zip (one or more cases) or the 4-5 .nii/.nii.gz files of a case"}
 _UPLOAD_BODY = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
@@ -149,7 +108,7 @@ _UPLOAD_BODY = {"requestBody": {"required": True, "content": {"multipart/form-da
     openapi_extra=_UPLOAD_BODY,
 )
 async def upload(request: Request) -> UploadResponse:
-    record, _ = await _create_upload(request)
+    record, _ = await create_upload(request)
     return _upload_response(record)
 
 
@@ -188,51 +147,6 @@ _PREDICT_BODY = {
 }
 
 
-async def _json_body(request: Request) -> bytes:
-    """The request body, refused with 413 beyond :data:`MAX_JSON_BYTES` (read no further)."""
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_JSON_BYTES:
-            raise HTTPException(413, f"JSON body exceeds the limit of {MAX_JSON_BYTES} bytes")
-    return bytes(body)
-
-
-def _form_bool(value: str | None, name: str) -> bool:
-    """A form field's text as a boolean: true/false, 1/0 (any letter case); absent or empty is false."""
-    text = (value or "false").strip().lower()
-    if text not in ("true", "false", "1", "0"):
-        raise BratsError(f"form field {name!r} must be true or false, got {value[:40]!r}")
-    return text in ("true", "1")
-
-
-async def _predict_request(request: Request) -> tuple[PredictRequest, bool]:
-    """The request as a :class:`PredictRequest`, and whether it is a one-shot multipart request, whose files
-    are stored as a new upload first."""
-    content_type = _media_type(request)
-    if content_type == "application/json":
-        try:
-            return PredictRequest.model_validate_json(await _json_body(request)), False
-        except ValidationError as exc:
-            if any(error["type"] == "json_invalid" for error in exc.errors()):
-                raise HTTPException(400, "the body is not valid JSON") from None
-            raise RequestValidationError(exc.errors(include_url=False, include_context=False)) from None
-    if content_type == "multipart/form-data":
-        record, fields = await _create_upload(request, fields=("case_id", "model", "tta"))
-        try:
-            body = PredictRequest(upload_id=record["upload_id"], case_id=fields.get("case_id") or None,
-                                  model=fields.get("model") or None, tta=_form_bool(fields.get("tta"), "tta"))
-        except ValidationError as exc:
-            _storage(request).discard(record["upload_id"])  # the client never learnt this upload's id
-            raise RequestValidationError(exc.errors(include_url=False, include_context=False)) from None
-        except BratsError:
-            _storage(request).discard(record["upload_id"])
-            raise
-        return body, True
-    raise HTTPException(415, "send JSON {\"upload_id\": ..., \"case_id\": ..., \"model\": ..., \"tta\": ...} or "
-                             "multipart 'files' of one case")
-
-
 def _prediction_response(request: Request, record: dict, expires_at: float) -> PredictionResponse:
     prediction_id = record["prediction_id"]
     urls = PredictionUrls(
@@ -251,7 +165,7 @@ def _prediction_response(request: Request, record: dict, expires_at: float) -> P
                503: _error("every inference slot busy; see Retry-After")},
 )
 async def predict(request: Request) -> PredictionResponse:
-    body, one_shot = await _predict_request(request)
+    body, one_shot = await predict_request(request)
     try:
         return await _predict(request, body)
     except BaseException:
