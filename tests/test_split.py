@@ -15,7 +15,7 @@ from brats_core.config import DEFAULT_SPLIT, SHARED_DATA_DIR
 from brats_core.errors import BratsError
 from brats_core.same_scan import same_scans
 from brats_core.split import SUBSETS, load_split, make_split, patient_id, save_split, split_case_files
-from brats_core.synth import write_case
+from brats_core.synth import make_synthetic_case, write_case
 
 IDS = [f"case_{i:03d}" for i in range(20)]
 
@@ -192,6 +192,18 @@ def test_one_scan_under_two_names_is_refused(synthetic_root: Path, tmp_path: Pat
     assert "1 pair(s) of cases hold the same scan" in err and "BraTS2021_00999 and synth_001" in err
     assert "(T1ce similarity 1.000)" in err
     assert same_scans(find_cases(synthetic_root)) == []  # distinct synthetic patients stay apart
+
+
+def test_timepoints_of_one_brats2023_patient_are_not_called_one_scan(tmp_path: Path) -> None:
+    """BraTS 2023+ timepoints of a patient are one patient already (kept together by patient_id): not compared."""
+    case = make_synthetic_case("BraTS-GLI-00007-000", shape=(48, 48, 32), seed=4)
+    later = Case("BraTS-GLI-00007-001", case.images, case.seg, case.affine, case.spacing, case.files)
+    other = Case("BraTS-GLI-00008-000", case.images, case.seg, case.affine, case.spacing, case.files)
+    for item in (case, later, other):
+        write_case(item, tmp_path, naming="brats2023")
+    pairs = same_scans(find_cases(tmp_path))
+    assert [(a, b) for a, b, _ in pairs] == [("BraTS-GLI-00007-000", "BraTS-GLI-00008-000"),
+                                             ("BraTS-GLI-00007-001", "BraTS-GLI-00008-000")]
 
 
 @pytest.mark.real_data
