@@ -134,6 +134,25 @@ def test_upload_loose_files_names_the_case_by_their_prefix(client: TestClient, t
     assert [(c["case_id"], c["has_segmentation"]) for c in body["cases"]] == [("BraTS-GLI-00042-000", False)]
 
 
+def test_a_brats2023_case_is_scored_with_its_label_3_as_enhancing_tumour(tmp_path: Path, random_export: Path) -> None:
+    """Its seg marks ET 3: read as 4, so the oracle (which predicts the seg) scores Dice 1 on every region, ET too;
+    the label map that comes back uses 0/1/2/4."""
+    case = make_synthetic_case("BraTS-GLI-00043-000", shape=(48, 48, 32), seed=2)
+    files = write_case(case, tmp_path / "in", naming="brats2023")
+    assert 3 in np.asarray(nib.load(files.seg).dataobj)
+    with oracle_client(tmp_path, random_export) as client:
+        body = client.post("/predict", files=multipart(case_paths(files))).json()
+        assert {r: m["dice"] for r, m in body["metrics"].items()} == {"WT": 1.0, "TC": 1.0, "ET": 1.0}
+        labels = nib.load(_saved(client, body["urls"]["segmentation"], tmp_path)).get_fdata()
+        assert set(np.unique(labels)) <= {0, 1, 2, 4} and (labels == 4).sum() == (case.seg == 4).sum()
+
+
+def _saved(client: TestClient, url: str, tmp_path: Path) -> Path:
+    path = tmp_path / "returned_seg.nii.gz"
+    path.write_bytes(client.get(url).content)
+    return path
+
+
 # --------------------------------------------------------------------------------------------------- predict
 def test_predict_with_the_tiny_model_writes_the_label_map_in_the_input_geometry(
     client: TestClient, anisotropic_case: CaseFiles, tmp_path: Path
