@@ -82,7 +82,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--split", type=Path, help="patient-level split JSON (default: splits/brats_dev.json when "
                         "the data holds its cases, else a fresh split written to <out>/compare/split.json)")
     parser.add_argument("--use-shipped", action="store_true", help="load the shipped checkpoints instead of training")
-    parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="output folder (default results/)")
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="output folder (default results/, whose committed reports this replaces)")
     parser.add_argument("--models", default=",".join(REGISTRY), help=f"comma-separated subset of {','.join(REGISTRY)}")
     parser.add_argument("--folds", type=int, help="K-fold patient-level cross-validation instead of the test split")
     parser.add_argument("--quick", action="store_true", help="tiny models and few samples/steps: a smoke test")
