@@ -133,6 +133,19 @@ def _group_folder(
         for key, prefix, path in recognised:
             groups[prefix or zip_name or folder.name].append((key, path))
     else:
+        named: dict[str, list[str]] = defaultdict(list)  # the cases the files name (a bare "t1.nii.gz" names none)
+        for key, prefix, _ in recognised:
+            if prefix:
+                named[prefix.casefold()].append(key)
+        if len(named) > 1:
+            order = [*MODALITIES, "seg"]
+            listed = "; ".join(f"{prefix} ({', '.join(sorted(keys, key=order.index))})"
+                               for prefix, keys in sorted(named.items()))
+            raise BratsError(
+                f"{show(folder, shown_as)}: the files of one case name {len(named)} different cases: {listed}; "
+                "the files of a case share their prefix (<case>_t1.nii.gz, <case>_t1ce.nii.gz, ...): were files of "
+                "two patients mixed?"
+            )
         name = folder.name
         if zip_name is not None:
             name = (prefixes.pop() if len(prefixes) == 1 else "") or zip_name

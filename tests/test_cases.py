@@ -286,6 +286,13 @@ def test_unattributable_seg_in_flat_folder(tmp_path: Path) -> None:
         find_cases(tmp_path)
 
 
+def test_files_naming_two_cases_in_one_case_folder_are_refused(case_dir: Path) -> None:
+    (case_dir / "case_a_flair.nii.gz").rename(case_dir / "case_b_flair.nii.gz")  # another patient's FLAIR
+    with _raises(r"case_a: the files of one case name 2 different cases: case_a \(t1, t1ce, t2, seg\); "
+                 r"case_b \(flair\)"):
+        find_cases(case_dir)
+
+
 def test_duplicate_case_id(tmp_path: Path, tiny: Case) -> None:
     write_case(tiny, tmp_path / "train")
     write_case(tiny, tmp_path / "val")
