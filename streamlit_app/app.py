@@ -72,7 +72,6 @@ def choose_files() -> tuple[list[tuple[str, bytes]], str] | None:
     with left:
         uploaded = st.file_uploader(
             "Upload a .zip of a case, or its four or five NIfTI files (.nii / .nii.gz)",
-            type=["zip", "nii", "gz"],
             accept_multiple_files=True,
             key="uploader",
             on_change=_on_upload_change,
@@ -261,8 +260,13 @@ def predict(
             predictions[model] = Prediction(result, segmentation, None)
         except ApiError as exc:
             errors[model] = f"Prediction failed{f' ({name})' if len(models) > 1 else ''}: {exc}"
-    label = f"Segmented {case_id} with {len(predictions)} of {len(models)} model(s)"
-    progress.finish(label if len(models) > 1 else f"Segmented {case_id}", ok=not errors)
+            if exc.status is None:  # the API is unreachable: the sidebar's health is checked again next time
+                state.pop("health", None)
+    if not predictions:
+        label = f"Segmentation of {case_id} failed"
+    else:
+        label = f"Segmented {case_id}" + (f" with {len(predictions)} of {len(models)} models" if len(models) > 1 else "")
+    progress.finish(label, ok=not errors)
     return predictions, errors
 
 

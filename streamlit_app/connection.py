@@ -106,7 +106,7 @@ def sidebar() -> None:
             st.toggle(
                 "Test-time flips", key="tta",
                 help="The deep models predict the case three times (as it is, flipped left-right and front-back) "
-                     "and average: about 3x the model time. In the 5-fold CV of the served U-Net + SSPP, about "
+                     "and average: about 2.5x the model time. In the 5-fold CV of the served U-Net + SSPP, about "
                      "+0.003 Dice per region. Models without flips answer with an error.",
             )  # fmt: skip
         else:

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from brats_core.config import MODALITIES
+from brats_core.config import HD95_ONE_EMPTY, MODALITIES
 from brats_core.figures import MODALITY_NAMES, labels_rgb, largest_tumour_slice, overlay, to_grey
 from streamlit_app import viewer
 
@@ -54,10 +54,19 @@ def _download(prediction: Prediction, case_id: str, model: str, label: str) -> N
 
 
 def _timing(model_name: str, result: dict) -> str:
+    flips = " with test-time flips" if result.get("tta") else ""
     return (
-        f"{model_name} on {result['device']}: {result['runtime_seconds']:.1f} s of inference, "
+        f"{model_name}{flips} on {result['device']}: {result['runtime_seconds']:.1f} s of inference, "
         f"{result['total_seconds']:.1f} s in all."
     )
+
+
+def _empty_mask_note(results: list[dict]) -> str:
+    """A sentence for an HD95 of :data:`HD95_ONE_EMPTY`, which is a convention, not a measured distance."""
+    if any(m["hd95_mm"] == HD95_ONE_EMPTY for r in results for m in (r.get("metrics") or {}).values()):
+        return (f" An HD95 of {HD95_ONE_EMPTY} mm means that one of the two masks of that region is empty (the BraTS "
+                "convention), not a measured distance.")
+    return ""
 
 
 def show_results(predictions: dict[str, Prediction], case_id: str, names: dict[str, str]) -> None:
@@ -80,7 +89,7 @@ def show_results(predictions: dict[str, Prediction], case_id: str, names: dict[s
                 st.table(_table({"Dice": dice, "HD95 (mm)": hd95}))
             else:
                 st.info("No true mask was uploaded with this case, so Dice and HD95 are not available.")
-        st.caption(f"{_timing(names[model], result)} {REGION_HELP}")
+        st.caption(f"{_timing(names[model], result)} {REGION_HELP}{_empty_mask_note([result])}")
         _download(prediction, case_id, model, "Download the predicted segmentation (.nii.gz)")
         return
     results = {names[m]: p.result for m, p in predictions.items()}
@@ -97,7 +106,8 @@ def show_results(predictions: dict[str, Prediction], case_id: str, names: dict[s
     else:
         with columns[1]:
             st.info("No true mask was uploaded with this case, so Dice and HD95 are not available.")
-    st.caption(" ".join(_timing(n, r) for n, r in results.items()) + f" {REGION_HELP}")
+    st.caption(" ".join(_timing(n, r) for n, r in results.items()) + f" {REGION_HELP}"
+               + _empty_mask_note(list(results.values())))
     for column, (model, prediction) in zip(st.columns(len(predictions)), predictions.items(), strict=True):
         with column:
             _download(prediction, case_id, model, f"Download the {names[model]} segmentation (.nii.gz)")
@@ -135,7 +145,7 @@ def show_viewer(view: CaseView, predicted: dict[str, np.ndarray], names: dict[st
     with controls[1]:
         index = st.slider(
             "Slice", 0, count - 1, value=start, key=f"slice:{slider_key}:{plane}",
-            help="Starts at the slice with the largest predicted tumour.",
+            help="Starts at the slice with the most tumour: predicted once a prediction is shown, else the true mask.",
         )  # fmt: skip
 
     def cut(volume: np.ndarray) -> np.ndarray:

@@ -422,10 +422,31 @@ def test_app_sends_test_time_flips_when_switched_on(two_model_api, monkeypatch):
     assert app.requests[("POST", "/predict")] == predicts + 1
     assert at.status[0].label.startswith("Segmented synth_ui")
     assert any("with flips" in (p.proto.text or "") for p in at.progress)
+    assert any("U-Net with test-time flips on cpu" in c.value for c in at.caption)  # the results say so
     at.sidebar.multiselect(key="models").set_value(["sspp"]).run()  # the fake segmenter has no flips
     at.button(key="run").click().run()
     assert not at.exception
     assert any("no test-time flips" in e for e in _errors(at))
+    assert at.status[0].label.startswith("Segmentation of synth_ui failed") and at.status[0].state == "error"
+
+
+def test_a_file_of_another_kind_is_named_in_an_error(api, monkeypatch):
+    """Every chosen file reaches the validation (the uploader does not filter by type, which only marked a wrong
+    file with an icon): a .txt gets a message naming it."""
+    url, _ = api
+    at = _app(url, monkeypatch)
+    at.file_uploader(key="uploader").set_value(("notes.txt", b"my notes", "text/plain")).run()
+    assert not at.exception
+    assert any("notes.txt" in e and "neither a .zip nor a NIfTI file" in e for e in _errors(at))
+
+
+def test_an_hd95_of_the_empty_mask_convention_is_explained() -> None:
+    from streamlit_app.results import _empty_mask_note
+
+    measured = {"metrics": {"WT": {"hd95_mm": 4.0}, "ET": {"hd95_mm": 6.4}}}
+    assert _empty_mask_note([measured]) == "" and _empty_mask_note([{"metrics": None}]) == ""
+    empty = {"metrics": {"WT": {"hd95_mm": 4.0}, "ET": {"hd95_mm": 373.13}}}
+    assert "one of the two masks of that region is empty" in _empty_mask_note([measured, empty])
 
 
 def test_app_reports_the_api_down(monkeypatch):
