@@ -39,6 +39,10 @@ def _diagnose(path: Path, exc: Exception) -> str:
             return "file is truncated (the compressed data ends early)"
         except (zlib.error, gzip.BadGzipFile) as gzip_exc:
             return f"corrupt gzip data ({gzip_exc})"
+    else:
+        with open(path, "rb") as raw:
+            if raw.read(2) == b"\x1f\x8b":
+                return "gzip-compressed although named .nii: rename it .nii.gz"
     if isinstance(exc, (ImageFileError, HeaderDataError, WrapStructError)):
         return "not a valid NIfTI file (no readable NIfTI-1/NIfTI-2 header)"
     return f"not a valid NIfTI file or truncated ({type(exc).__name__}: {exc})"

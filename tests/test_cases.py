@@ -392,6 +392,13 @@ def test_not_gzip_named_nii_gz(case_dir: Path) -> None:
         load_case(case_dir)
 
 
+def test_gzip_compressed_file_named_nii(case_dir: Path) -> None:
+    path = case_dir / "case_a_t1.nii.gz"
+    path.rename(case_dir / "case_a_t1.nii")  # compressed, but named as if it were not
+    with _raises(r"case_a_t1\.nii: gzip-compressed although named \.nii: rename it \.nii\.gz"):
+        load_case(case_dir)
+
+
 def test_not_nifti_inside_gzip(case_dir: Path) -> None:
     (case_dir / "case_a_t1.nii.gz").write_bytes(gzip.compress(b"<html>not an image</html>" * 40))
     with _raises(r"case_a_t1\.nii\.gz: not a valid NIfTI file"):
