@@ -134,12 +134,14 @@ def _group_folder(
             groups[prefix or zip_name or folder.name].append((key, path))
     else:
         named: dict[str, list[str]] = defaultdict(list)  # the cases the files name (a bare "t1.nii.gz" names none)
+        spelled: dict[str, str] = {}  # each case as its first file spells it
         for key, prefix, _ in recognised:
             if prefix:
                 named[prefix.casefold()].append(key)
+                spelled.setdefault(prefix.casefold(), prefix)
         if len(named) > 1:
             order = [*MODALITIES, "seg"]
-            listed = "; ".join(f"{prefix} ({', '.join(sorted(keys, key=order.index))})"
+            listed = "; ".join(f"{spelled[prefix]} ({', '.join(sorted(keys, key=order.index))})"
                                for prefix, keys in sorted(named.items()))
             raise BratsError(
                 f"{show(folder, shown_as)}: the files of one case name {len(named)} different cases: {listed}; "

@@ -76,8 +76,8 @@ def _bad(case: CaseFiles) -> dict[str, tuple[list[tuple[str, bytes]], str]]:
         "stray file": ([*loose[:4], ("brain.nii.gz", loose[0][1])], r"'case/brain\.nii\.gz' is not part of"),
         "missing modality": (loose[:3], "missing modality flair"),
         "two patients mixed": ([*loose[:3], ("BraTS20_008_flair.nii.gz", loose[3][1])],
-                               r"the files of one case name 2 different cases: brats20_007 \(t1, t1ce, t2\); "
-                               r"brats20_008 \(flair\).*were files of two patients mixed\?"),
+                               r"the files of one case name 2 different cases: BraTS20_007 \(t1, t1ce, t2\); "
+                               r"BraTS20_008 \(flair\).*were files of two patients mixed\?"),
         "too many cases": ([("two.zip", case_zip([case, write_case(other, case.images["t1"].parents[2] / "o")]))],
                            "2 cases uploaded; at most 1 per upload"),
         "zip limits": ([("c.zip", case_zip([case]))], "at most 2 are accepted"),
