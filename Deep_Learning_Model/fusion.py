@@ -1,4 +1,4 @@
-"""Fusion of the U-Net's and the U-Net + SSPP's probabilities: one segmenter (``python -m Deep_Learning_Model.fusion``).
+"""Fusion of the U-Net's and the U-Net + SSPP's probabilities: one segmenter (``brats predict --model fusion``).
 
 Each model predicts the case's slices with its own head, context and test-time flips; the probabilities are
 averaged (optionally weighted) slice by slice before the way back to the original grid:
@@ -20,19 +20,16 @@ out-of-fold predictions and that CV's scores.
 
 from __future__ import annotations
 
-import argparse
 import copy
-import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from brats_core.cases import Case, find_cases, load_case
+from brats_core.cases import Case
 from brats_core.device import resolve_device
 from brats_core.errors import BratsError, CheckpointError
-from brats_core.nifti import save_labels
 from brats_core.postprocess import PostprocessConfig, apply_postprocess
 from brats_core.preprocessing import Preprocessed, preprocess
 from brats_core.provenance import Provenance, summary_scores
@@ -164,30 +161,3 @@ def load_segmenter(
     if missing:
         raise CheckpointError(f"fusion: missing export(s) {', '.join(missing)}")
     return FusionSegmenter([member(p) for p in paths])
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m Deep_Learning_Model.fusion [--checkpoint DIR] [--tta] [--device D] --out DIR INPUT ...``."""
-    parser = argparse.ArgumentParser(prog="python -m Deep_Learning_Model.fusion", description=__doc__.splitlines()[0])
-    parser.add_argument("--checkpoint", type=Path, default=SHIPPED_DIR / "fusion.json",
-                        help="fusion manifest, or a folder of unet.pt and sspp.pt (default: the shipped fusion.json)")
-    parser.add_argument("--out", required=True, type=Path, help="output folder for <case_id>.nii.gz")
-    parser.add_argument("--device", choices=("cpu", "cuda"))
-    parser.add_argument("--tta", action="store_true", help="test-time flips in both models")
-    parser.add_argument("inputs", nargs="+", type=Path, help="case folder or folder of cases")
-    args = parser.parse_args(argv)
-    try:
-        segmenter = load_segmenter("fusion", args.checkpoint, args.device, args.tta)
-        cases = [c for path in args.inputs for c in find_cases(path)]
-        for files in cases:
-            case = load_case(files, with_seg=False)
-            save_labels(segmenter.predict(case), case.affine, args.out / f"{case.case_id}.nii.gz")
-    except BratsError as exc:
-        print(f"fusion: error: {exc}", file=sys.stderr)
-        return 1
-    print(f"fusion: wrote {len(cases)} case(s) to {args.out}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -62,7 +62,7 @@ def main(argv: list[str]) -> int:
                                      formatter_class=PlainHelpFormatter)
     parser.add_argument("--model", required=True, help=f"model name: {', '.join(REGISTRY)}")
     parser.add_argument("--out", required=True, type=Path, help="output folder for <case_id>.nii.gz")
-    parser.add_argument("--checkpoint", type=Path, help="model checkpoint (default: the shipped one)")
+    parser.add_argument("--checkpoint", type=Path, help="model checkpoint (default: the shipped one); for fusion also a folder of unet.pt and sspp.pt")
     parser.add_argument("--device", choices=("cpu", "cuda"),
                         help="deep models (unet, sspp, fusion); default: CUDA when torch finds a GPU, else CPU. "
                              "The naive and classical models always run on the CPU")
@@ -72,8 +72,8 @@ def main(argv: list[str]) -> int:
 
     rank, world = shard()
     # The model first: a wrong name or a missing or bad checkpoint is reported before any input is read.
-    if args.checkpoint is not None and not args.checkpoint.is_file():
-        raise BratsError(f"{args.checkpoint}: checkpoint file not found (--checkpoint)")
+    if args.checkpoint is not None and not args.checkpoint.exists():  # a folder: the fusion's unet.pt + sspp.pt
+        raise BratsError(f"{args.checkpoint}: checkpoint not found (--checkpoint)")
     if args.device == "cuda" and args.model not in models_of("Deep_Learning_Model"):
         print(f"brats predict: note: model {args.model!r} runs on the CPU; --device cuda does not apply to it",
               file=sys.stderr)

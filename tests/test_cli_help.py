@@ -73,11 +73,12 @@ def test_brats_train_names_an_unknown_family_and_lists_the_models(capsys):
 def test_predict_checks_the_checkpoint_before_reading_any_input(tmp_path, capsys):
     broken = tmp_path / "cases.zip"
     broken.write_bytes(b"not a zip at all")  # reading the input would fail differently, and later
-    for checkpoint in (tmp_path / "missing.pt", tmp_path / "folder"):
-        (tmp_path / "folder").mkdir(exist_ok=True)
+    (tmp_path / "folder").mkdir()  # a folder is a checkpoint only for the fusion: the sspp loader refuses it
+    for checkpoint, message in ((tmp_path / "missing.pt", "checkpoint not found (--checkpoint)"),
+                                (tmp_path / "folder", "model export not found")):
         assert brats(["predict", "--model", "sspp", "--checkpoint", str(checkpoint), "--out", str(tmp_path / "o"),
                       str(broken)]) == 1
-        assert f"{checkpoint}: checkpoint file not found (--checkpoint)" in capsys.readouterr().err
+        assert f"{checkpoint}: {message}" in capsys.readouterr().err
     assert brats(["predict", "--model", "nope", "--out", str(tmp_path / "o"), str(broken)]) == 1
     assert "unknown model 'nope'" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()

@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 import torch
 
+from brats_app.cli import main as brats
 from brats_core.config import PreprocessConfig
 from brats_core.errors import BratsError, CheckpointError
 from brats_core.preprocessing import preprocess
 from brats_core.synth import make_synthetic_case, write_dataset
 from Deep_Learning_Model.export import write_random_export
 from Deep_Learning_Model.fusion import FusionSegmenter, load_segmenter
-from Deep_Learning_Model.fusion import main as fusion_main
 from Deep_Learning_Model.heads import region_probabilities, restore_labels
 from Deep_Learning_Model.model import ModelConfig
 from Deep_Learning_Model.predictor import Predictor, slice_probabilities
@@ -77,13 +77,16 @@ def test_fusion_refuses_what_it_cannot_fuse(folder: Path, tmp_path: Path) -> Non
         load_segmenter("fusion", tmp_path / "nothing.json", device="cpu")
 
 
-def test_fusion_command_writes_predictions_and_records_what_the_models_saw(folder: Path, tmp_path: Path) -> None:
+def test_brats_predict_fuses_a_folder_of_the_two_and_records_what_the_models_saw(folder: Path, tmp_path: Path,
+                                                                                  capsys) -> None:
     write_dataset(tmp_path / "cases", n=1, seed=3, shape=(40, 40, 24))
     out = tmp_path / "preds"
-    assert fusion_main(["--checkpoint", str(folder), "--device", "cpu", "--tta", "--out", str(out),
-                        str(tmp_path / "cases")]) == 0
+    assert brats(["predict", "--model", "fusion", "--checkpoint", str(folder), "--device", "cpu", "--tta",
+                  "--out", str(out), str(tmp_path / "cases")]) == 0
     (written,) = out.glob("*.nii.gz")
     assert written.stat().st_size > 0
-    assert fusion_main(["--checkpoint", str(tmp_path), "--out", str(out), str(tmp_path / "cases")]) == 1
+    assert brats(["predict", "--model", "fusion", "--checkpoint", str(tmp_path), "--out", str(out),
+                  str(tmp_path / "cases")]) == 1
+    assert "missing export" in capsys.readouterr().err
     provenance = load_segmenter("fusion", folder, "cpu").provenance
     assert provenance.train_cases == () and provenance.cv_scores is None
