@@ -10,6 +10,7 @@ from pydantic import ValidationError
 from starlette.requests import ClientDisconnect
 
 from brats_core.errors import BratsError
+from sspp_unet_api.app.config import text_bool
 from sspp_unet_api.app.inference import ServiceBusy
 from sspp_unet_api.app.memory import trimmed
 from sspp_unet_api.app.schemas import PredictRequest
@@ -68,11 +69,10 @@ async def json_body(request: Request) -> bytes:
 
 
 def form_bool(value: str | None, name: str) -> bool:
-    """A form field's text as a boolean: true/false, 1/0 (any letter case); absent or empty is false."""
-    text = (value or "false").strip().lower()
-    if text not in ("true", "false", "1", "0"):
+    """A form field's text as a boolean (:func:`~sspp_unet_api.app.config.text_bool`); absent or empty is false."""
+    if (parsed := text_bool(value or "false")) is None:
         raise BratsError(f"form field {name!r} must be true or false, got {value[:40]!r}")
-    return text in ("true", "1")
+    return parsed
 
 
 async def predict_request(request: Request) -> tuple[PredictRequest, bool]:

@@ -115,6 +115,12 @@ class Settings:
         return cls(checkpoints=checkpoints, **values)  # type: ignore[arg-type]
 
 
+def text_bool(raw: str) -> bool | None:
+    """A boolean written as text (1/0, true/false, yes/no, any letter case), or None when it is not one; the
+    environment's settings and the API's form fields read booleans alike."""
+    return {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}.get(raw.strip().lower())
+
+
 def _parse(name: str, raw: str, annotation: str) -> object:
     """Convert one environment value to the field's type, naming the variable when it cannot."""
     variable = f"BRATS_{name.upper()}"
@@ -126,9 +132,9 @@ def _parse(name: str, raw: str, annotation: str) -> object:
     except ValueError:
         raise BratsError(f"{variable}={raw!r} is not a number") from None
     if annotation == "bool":
-        if raw.lower() not in {"1", "0", "true", "false", "yes", "no"}:
+        if (value := text_bool(raw)) is None:
             raise BratsError(f"{variable}={raw!r} is not a boolean (1/0, true/false, yes/no)")
-        return raw.lower() in {"1", "true", "yes"}
+        return value
     if annotation == "Path":
         return Path(raw)
     if annotation.startswith("tuple"):
