@@ -18,10 +18,11 @@ def resolve_split(split_path: Path | None, files: dict[str, CaseFiles], out_dir:
     """The split to use: ``split_path``; else the shared split when the data holds its cases; else a fresh one.
     Refused when two of its cases hold one scan (:func:`brats_core.same_scan.check_distinct_scans`)."""
     ids = sorted(files)
+    shared = load_split(DEFAULT_SPLIT) if split_path is None and DEFAULT_SPLIT.is_file() else None
     if split_path is not None:
         chosen = split_path, load_split(split_path, ids), str(split_path)
-    elif DEFAULT_SPLIT.is_file() and _cases(load_split(DEFAULT_SPLIT)) <= set(ids):
-        chosen = DEFAULT_SPLIT, load_split(DEFAULT_SPLIT), f"{DEFAULT_SPLIT.relative_to(DEFAULT_SPLIT.parents[1])} (default)"
+    elif shared is not None and _cases(shared) <= set(ids):
+        chosen = DEFAULT_SPLIT, shared, f"{DEFAULT_SPLIT.relative_to(DEFAULT_SPLIT.parents[1])} (default)"
     else:
         try:
             made = make_split(ids, seed=seed)
